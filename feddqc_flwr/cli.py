@@ -1,0 +1,35 @@
+"""`feddqc` command line: utilities around the Flower app (the app itself runs with `flwr run`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from feddqc_flwr.cli_data import add_data_commands
+from feddqc_flwr.model import BUNDLED_MODELS, resolve_model_path
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """Convert bundled models once so simulation actors do not race to do it."""
+    for name in args.models or list(BUNDLED_MODELS):
+        print(f"{name}: {resolve_model_path(name)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feddqc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    prepare = sub.add_parser("prepare", help="convert bundled models into the local cache")
+    prepare.add_argument("models", nargs="*", help=f"default: {', '.join(BUNDLED_MODELS)}")
+    prepare.set_defaults(func=_prepare)
+    add_data_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

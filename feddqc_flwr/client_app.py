@@ -1,0 +1,192 @@
+"""FedDQC ClientApp: score, filter and train on the client's own device.
+
+Message types:
+- `query.score`  (hierarchy start): load the global adapter, compute IRA of the pool, keep the
+  scores in `context.state`, reply count/min/max only.
+- `query.histogram`: reply bin counts of those scores on the server's shared edges.
+- `train`: pick this hierarchy's subset (top of the sorted, filtered pool) if not done yet,
+  train `local-steps`, reply adapter weights and scalar metrics.
+- `evaluate`: held-out loss on the client's clean validation split.
+Raw text, token ids and per-sample scores never leave the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from feddqc_flwr.client_progress import ClientProgress
+from feddqc_flwr.config import RunConfig, parse_run_config
+from feddqc_flwr.data.client_data import load_client_data
+from feddqc_flwr.data.spec import ClientData
+from feddqc_flwr.evaluation import heldout_loss
+from feddqc_flwr.model import (
+    ModelBundle,
+    adapter_arrays,
+    arrays_are_finite,
+    load_model_bundle,
+    set_adapter_arrays,
+    spec_from_config,
+)
+from feddqc_flwr.scoring.ira import ira_scores
+from feddqc_flwr.selection.hierarchy import select_stage
+from feddqc_flwr.selection.threshold import local_histogram
+from feddqc_flwr.training import LocalTrainConfig, train_adapter
+
+log = logging.getLogger(__name__)
+app = ClientApp()
+
+
+@dataclass
+class ClientSetup:
+    """Everything a handler needs, built from the run config and cached process resources."""
+
+    cfg: RunConfig
+    bundle: ModelBundle
+    data: ClientData
+    partition_id: int
+
+
+def _setup(msg: Message, context: Context) -> ClientSetup:
+    cfg = parse_run_config(context.run_config)
+    partition_id = int(context.node_config["partition-id"])
+    data = load_client_data(cfg.data_spec, partition_id, int(context.node_config["num-partitions"]))
+    bundle = load_model_bundle(spec_from_config(cfg))
+    set_adapter_arrays(bundle.model, msg.content["arrays"])
+    return ClientSetup(cfg, bundle, data, partition_id)
+
+
+def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int) -> float:
+    """IRA of every pool sample with the current global adapter; returns seconds spent."""
+    started = time.perf_counter()
+    rows = setup.data.train.select(progress.pool)
+    scores = ira_scores(setup.bundle.model, setup.bundle.tokenizer, list(rows),
+                        template=setup.cfg.prompt_template, max_length=setup.cfg.max_length,
+                        batch_size=setup.cfg.score_batch_size, device=setup.bundle.device)
+    progress.scored_stage, progress.scored_ids = stage, list(progress.pool)
+    progress.scores = scores.ira.tolist()
+    unscorable = int(np.isnan(scores.ira).sum())
+    if unscorable:
+        log.warning("partition %d: %d samples could not be scored and will be dropped",
+                    setup.partition_id, unscorable)
+    return time.perf_counter() - started
+
+
+@app.query("score")
+def score(msg: Message, context: Context) -> Message:
+    """Re-score the not-yet-trained pool at a hierarchy start."""
+    setup = _setup(msg, context)
+    progress = ClientProgress.load(context.state, len(setup.data.train))
+    seconds = _score_pool(setup, progress, int(msg.content["config"]["hierarchy"]))
+    progress.save(context.state)
+    finite = progress.score_array()[np.isfinite(progress.score_array())]
+    metrics = {"count": int(finite.size), "seconds": seconds,
+               "min": float(finite.min()) if finite.size else 0.0,
+               "max": float(finite.max()) if finite.size else 0.0}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query("histogram")
+def histogram(msg: Message, context: Context) -> Message:
+    """Counts of this client's fresh scores on the server's shared bin edges."""
+    edges = np.asarray(msg.content["config"]["edges"], dtype=np.float64)
+    progress = ClientProgress.load(context.state, 0)
+    counts = local_histogram(progress.score_array(), edges)
+    return Message(RecordDict({"metrics": MetricRecord({"counts": counts.tolist()})}), reply_to=msg)
+
+
+def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, threshold: float) -> float:
+    """Pick this stage's training subset once; scores now if the stage query missed us."""
+    seconds = 0.0
+    if progress.scored_stage != stage:
+        seconds = _score_pool(setup, progress, stage)
+    chosen = select_stage(progress.scored_ids, progress.score_array(), threshold, stage,
+                          setup.cfg.hierarchies)
+    progress.stage_train = chosen.train_ids
+    progress.pool = chosen.waiting_ids
+    progress.dropped += len(chosen.dropped_ids)
+    progress.selected_stage = stage
+    return seconds
+
+
+def _quality_metrics(setup: ClientSetup, progress: ClientProgress, threshold: float) -> dict[str, float]:
+    """Scalar summaries of the selection (bad counts only exist for synthetic corruption)."""
+    scores = progress.score_array()
+    finite = scores[np.isfinite(scores)]
+    quantiles = np.quantile(finite, [0.1, 0.5, 0.9]) if finite.size else [np.nan] * 3
+    flags = setup.data.train.select(progress.stage_train)["is_bad"] if progress.stage_train else []
+    return {
+        "pool": float(len(scores)),
+        "kept": float((finite >= threshold).sum()),
+        "dropped": float(progress.dropped),
+        "stage-train": float(len(progress.stage_train)),
+        "stage-bad": float(sum(bool(f) for f in flags)),
+        "score-q10": float(quantiles[0]),
+        "score-q50": float(quantiles[1]),
+        "score-q90": float(quantiles[2]),
+    }
+
+
+def _baseline_metrics(setup: ClientSetup) -> dict[str, float]:
+    """The same keys for plain FedAvg, where every training row is used."""
+    n = float(len(setup.data.train))
+    return {"pool": n, "kept": n, "dropped": 0.0, "stage-train": n,
+            "stage-bad": float(sum(bool(f) for f in setup.data.train["is_bad"])),
+            "score-q10": float("nan"), "score-q50": float("nan"), "score-q90": float("nan")}
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the global adapter on this hierarchy's subset and send the update back."""
+    setup = _setup(msg, context)
+    cfg, round_cfg = setup.cfg, msg.content["config"]
+    server_round = int(round_cfg["server-round"])
+    score_seconds = 0.0
+    if cfg.method == "feddqc":
+        stage, threshold = int(round_cfg["hierarchy"]), float(round_cfg["lambda"])
+        progress = ClientProgress.load(context.state, len(setup.data.train))
+        if progress.selected_stage != stage:
+            score_seconds = _select_for_stage(setup, progress, stage, threshold)
+            progress.save(context.state)
+        rows = setup.data.train.select(progress.stage_train)
+        metrics = _quality_metrics(setup, progress, threshold)
+    else:
+        rows = setup.data.train
+        metrics = _baseline_metrics(setup)
+    metrics.update({"skipped-rows": float(sum(setup.data.skipped.values())),
+                    "score-seconds": score_seconds, "num-examples": len(rows)})
+    started = time.perf_counter()
+    if len(rows) == 0:
+        log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)
+        metrics.update({"train-loss": float("nan"), "train-seconds": 0.0})
+        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics)}),
+                       reply_to=msg)
+    result = train_adapter(setup.bundle.model, setup.bundle.tokenizer, list(rows), LocalTrainConfig(
+        steps=cfg.local_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+        learning_rate=float(round_cfg["lr"]), max_length=cfg.max_length, template=cfg.prompt_template,
+        proximal_mu=float(round_cfg.get("proximal-mu", 0.0)),
+        seed=cfg.seed * 1_000_003 + server_round * 101 + setup.partition_id,
+    ))
+    arrays: ArrayRecord = adapter_arrays(setup.bundle.model)
+    if not result.finite or not arrays_are_finite(arrays):
+        reason = f"partition {setup.partition_id}: non-finite training loss {result.loss} in round {server_round}"
+        log.error(reason)
+        return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+    metrics.update({"train-loss": result.loss, "train-seconds": time.perf_counter() - started})
+    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Held-out loss of the global adapter on this client's clean validation split."""
+    setup = _setup(msg, context)
+    loss = heldout_loss(setup.bundle, list(setup.data.valid), template=setup.cfg.prompt_template,
+                        max_length=setup.cfg.max_length, batch_size=setup.cfg.score_batch_size)
+    metrics = {"eval-loss": loss, "num-examples": len(setup.data.valid)}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

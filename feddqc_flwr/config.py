@@ -1,0 +1,207 @@
+"""The one run config: `[tool.flwr.app.config]` keys, typed and validated at start.
+
+Both apps build a `RunConfig` from `context.run_config` before doing any work, so a typo or
+an out-of-range value stops the run with a message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from feddqc_flwr.data.spec import DataSpec
+
+METHODS = ("feddqc", "fedavg")
+SCORERS = ("ira",)
+THRESHOLD_MODES = ("lambda", "retention")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
+QUANTIZATIONS = ("none", "8bit", "4bit")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+TEMPLATES = ("alpaca", "chat")
+PARTITIONERS = ("iid", "dirichlet", "quality", "natural")
+CORRUPT_TYPES = ("none", "swap", "delete", "cut", "substitute", "noisy", "mixture")
+
+
+class ConfigError(ValueError):
+    """A run-config value that the app cannot use."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Typed view of the run config; field names are the keys with '-' -> '_'."""
+
+    method: str
+    num_server_rounds: int
+    hierarchies: int
+    fraction_train: float
+    min_train_nodes: int
+    fraction_evaluate: float
+    round_timeout: float
+    scorer: str
+    threshold_mode: str
+    ira_lambda: float
+    retention: float
+    histogram_bins: int
+    score_batch_size: int
+    local_steps: int
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    lr_max: float
+    lr_min: float
+    prompt_template: str
+    model: str
+    quantization: str
+    dtype: str
+    gradient_checkpointing: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: str
+    strategy: str
+    proximal_mu: float
+    server_learning_rate: float
+    server_momentum: float
+    fedopt_eta: float
+    fedopt_beta1: float
+    fedopt_beta2: float
+    fedopt_tau: float
+    dataset: str
+    field_map: str
+    partitioner: str
+    partition_by: str
+    dirichlet_alpha: float
+    corrupt_ratio: float
+    corrupt_type: str
+    client_corrupt_ratios: str
+    max_samples: int
+    max_response_words: int
+    valid_fraction: float
+    test_fraction: float
+    eval_samples: int
+    seed: int
+    output_dir: str
+
+    @property
+    def data_spec(self) -> DataSpec:
+        """The data options as the data layer wants them."""
+        return DataSpec(
+            source=self.dataset,
+            field_map=self.field_map,
+            partitioner=self.partitioner,
+            partition_by=self.partition_by,
+            dirichlet_alpha=self.dirichlet_alpha,
+            corrupt_ratio=self.corrupt_ratio,
+            corrupt_type=self.corrupt_type,
+            client_corrupt_ratios=self.client_corrupt_ratios,
+            max_samples=self.max_samples,
+            max_response_words=self.max_response_words,
+            valid_fraction=self.valid_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+        )
+
+    @property
+    def target_modules(self) -> list[str] | str:
+        """LoRA target modules as peft takes them."""
+        if self.lora_target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config with its original kebab-case keys (for run summaries)."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"run config '{key}' = {value!r}: allowed values are {', '.join(allowed)}")
+
+
+def _in_range(key: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    ok = (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        raise ConfigError(f"run config '{key}' = {value!r}: must be in {left}{lo}, {hi}]")
+
+
+def _coerce(key: str, raw: Any, kind: type) -> Any:
+    """Flower hands TOML ints for floats like `1`, and strings from --run-config may be typed."""
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        raise ConfigError(f"run config '{key}' = {raw!r}: must be true or false")
+    if kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if kind is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if kind is str and isinstance(raw, str):
+        return raw
+    raise ConfigError(f"run config '{key}' = {raw!r}: must be of type {kind.__name__}")
+
+
+def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig; unknown or missing keys are errors."""
+    fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(run_config) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown run config key(s): {', '.join(unknown)}")
+    missing = sorted(set(fields) - set(run_config))
+    if missing:
+        raise ConfigError(f"run config is missing key(s): {', '.join(missing)}")
+    kinds = {"int": int, "float": float, "str": str, "bool": bool}
+    values = {f.name: _coerce(key, run_config[key], kinds[str(f.type)]) for key, f in fields.items()}
+    cfg = RunConfig(**values)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: RunConfig) -> None:
+    _choice("method", cfg.method, METHODS)
+    _choice("scorer", cfg.scorer, SCORERS)
+    _choice("threshold-mode", cfg.threshold_mode, THRESHOLD_MODES)
+    _choice("strategy", cfg.strategy, STRATEGIES)
+    _choice("quantization", cfg.quantization, QUANTIZATIONS)
+    _choice("dtype", cfg.dtype, DTYPES)
+    _choice("prompt-template", cfg.prompt_template, TEMPLATES)
+    _choice("partitioner", cfg.partitioner, PARTITIONERS)
+    _choice("corrupt-type", cfg.corrupt_type, CORRUPT_TYPES)
+    if cfg.num_server_rounds < 1:
+        raise ConfigError(f"run config 'num-server-rounds' = {cfg.num_server_rounds}: must be >= 1")
+    if not 1 <= cfg.hierarchies <= cfg.num_server_rounds:
+        raise ConfigError(
+            f"run config 'hierarchies' = {cfg.hierarchies}: must be between 1 and "
+            f"num-server-rounds ({cfg.num_server_rounds})"
+        )
+    for key in ("min-train-nodes", "histogram-bins", "score-batch-size", "local-steps",
+                "batch-size", "grad-accum", "lora-r", "lora-alpha"):
+        value = getattr(cfg, key.replace("-", "_"))
+        if value < 1:
+            raise ConfigError(f"run config '{key}' = {value}: must be >= 1")
+    if cfg.max_length < 16:
+        raise ConfigError(f"run config 'max-length' = {cfg.max_length}: must be >= 16")
+    for key in ("max-samples", "max-response-words", "eval-samples"):
+        if getattr(cfg, key.replace("-", "_")) < 0:
+            raise ConfigError(f"run config '{key}': must be >= 0 (0 = no limit / off)")
+    _in_range("fraction-train", cfg.fraction_train, 0.0, 1.0, lo_open=True)
+    _in_range("fraction-evaluate", cfg.fraction_evaluate, 0.0, 1.0)
+    _in_range("retention", cfg.retention, 0.0, 1.0, lo_open=True)
+    _in_range("lora-dropout", cfg.lora_dropout, 0.0, 1.0)
+    _in_range("corrupt-ratio", cfg.corrupt_ratio, 0.0, 1.0)
+    _in_range("valid-fraction", cfg.valid_fraction, 0.0, 0.9)
+    _in_range("test-fraction", cfg.test_fraction, 0.0, 0.9)
+    _in_range("lr-max", cfg.lr_max, 0.0, 1.0, lo_open=True)
+    _in_range("lr-min", cfg.lr_min, 0.0, cfg.lr_max)
+    _in_range("round-timeout", cfg.round_timeout, 0.0, 7 * 24 * 3600.0, lo_open=True)
+    if not cfg.target_modules:
+        raise ConfigError("run config 'lora-target-modules' is empty: give module names or all-linear")
+    if cfg.quantization != "none":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"run config 'quantization' = {cfg.quantization!r} needs a CUDA GPU and "
+                "bitsandbytes; use 'none' on CPU"
+            )

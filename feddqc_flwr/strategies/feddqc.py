@@ -1,0 +1,166 @@
+"""The FedDQC strategy: round config and global thresholds around any FedAvg-family rule.
+
+It wraps one of Flower's strategies (which does the LoRA aggregation) and adds, per round, the
+learning rate (cosine by round), the hierarchy index, the re-score flag and lambda. At the first
+round of each hierarchy it asks every connected client to re-score its pool with the current
+global adapter and to report a histogram, and turns that into lambda (see selection.threshold).
+Replies that carry no examples or non-finite weights are left out of the aggregate and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Strategy
+
+from feddqc_flwr.config import RunConfig
+from feddqc_flwr.model import arrays_are_finite
+from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
+from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
+
+log = logging.getLogger(__name__)
+
+SCORE_QUERY = f"{MessageType.QUERY}.score"
+HISTOGRAM_QUERY = f"{MessageType.QUERY}.histogram"
+
+
+def cosine_lr(server_round: int, num_rounds: int, lr_max: float, lr_min: float) -> float:
+    """Learning rate of a 1-indexed round: lr_max in round 1, towards lr_min (OpenFedLLM)."""
+    progress = (server_round - 1) / num_rounds
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class RoundLog:
+    """What the strategy learned in one round, for the metrics file."""
+
+    server_round: int
+    hierarchy: int
+    lr: float
+    rescore: bool
+    threshold: float | None = None
+    scoring: dict[str, float] = field(default_factory=dict)
+    train: dict[str, float] = field(default_factory=dict)
+    clients: list[dict[str, float]] = field(default_factory=list)
+    evaluate: dict[str, float] = field(default_factory=dict)
+    failures: int = 0
+    excluded: int = 0
+
+
+class FedDQCStrategy(Strategy):
+    """Delegates aggregation to `base`; owns the schedule and the data-quality protocol."""
+
+    def __init__(self, base: FedAvg, cfg: RunConfig) -> None:
+        self.base = base
+        self.cfg = cfg
+        self.threshold: float | None = cfg.ira_lambda if cfg.threshold_mode == "lambda" else None
+        self.rounds: dict[int, RoundLog] = {}
+
+    def summary(self) -> None:
+        log.info("FedDQC(method=%s, K=%d, threshold-mode=%s) around:", self.cfg.method,
+                 self.cfg.hierarchies, self.cfg.threshold_mode)
+        self.base.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        cfg = self.cfg
+        stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.hierarchies)
+        rescore = cfg.method == "feddqc" and is_hierarchy_start(server_round, cfg.num_server_rounds,
+                                                                  cfg.hierarchies)
+        entry = RoundLog(server_round, stage, cosine_lr(server_round, cfg.num_server_rounds,
+                                                         cfg.lr_max, cfg.lr_min), rescore)
+        self.rounds[server_round] = entry
+        if rescore:
+            entry.scoring = self._calibrate(server_round, stage, arrays, grid)
+        entry.threshold = self.threshold
+        round_config = ConfigRecord(dict(config))
+        round_config.update({
+            "server-round": server_round,
+            "hierarchy": stage,
+            "rescore": rescore,
+            "lr": entry.lr,
+            "lambda": self.threshold if self.threshold is not None else -math.inf,
+        })
+        return self.base.configure_train(server_round, arrays, round_config, grid)
+
+    def _query_all(self, grid: Grid, message_type: str, content: RecordDict) -> list[Message]:
+        node_ids = list(grid.get_node_ids())
+        messages = [Message(content=content, dst_node_id=nid, message_type=message_type)
+                    for nid in node_ids]
+        replies = [r for r in grid.send_and_receive(messages, timeout=self.cfg.round_timeout)]
+        for reply in replies:
+            if reply.has_error():
+                log.warning("%s: node %s failed: %s", message_type, reply.metadata.src_node_id,
+                            reply.error.reason)
+        return [r for r in replies if not r.has_error()]
+
+    def _calibrate(self, server_round: int, stage: int, arrays: ArrayRecord, grid: Grid) -> dict[str, float]:
+        """Two query rounds: fresh scores -> (count, min, max); shared edges -> histograms."""
+        started = time.perf_counter()
+        config = ConfigRecord({"server-round": server_round, "hierarchy": stage})
+        stats = [r.content["metrics"] for r in
+                 self._query_all(grid, SCORE_QUERY, RecordDict({"arrays": arrays, "config": config}))]
+        scored = [s for s in stats if int(s["count"]) > 0]
+        summary: dict[str, float] = {"clients": float(len(stats)),
+                                     "scored": float(sum(int(s["count"]) for s in stats)),
+                                     "client-score-seconds": float(sum(float(s["seconds"]) for s in stats))}
+        if not scored:
+            log.warning("round %d: no client had samples left to score", server_round)
+            return summary
+        edges = shared_edges([float(s["min"]) for s in scored], [float(s["max"]) for s in scored],
+                             self.cfg.histogram_bins)
+        hist_config = ConfigRecord({"server-round": server_round, "edges": edges.tolist()})
+        replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}))
+        counts = np.sum([np.asarray(r.content["metrics"]["counts"], dtype=np.int64) for r in replies], axis=0)
+        if self.cfg.threshold_mode == "retention" and self.threshold is None:
+            # Lambda is calibrated on the first hierarchy's global histogram, then held fixed:
+            # later stages re-score and re-apply it, as with an absolute lambda.
+            self.threshold = lambda_for_retention(counts, edges, self.cfg.retention)
+        centers = (edges[:-1] + edges[1:]) / 2
+        cdf = np.cumsum(counts) / max(1, counts.sum())
+        for q in (0.1, 0.5, 0.9):
+            summary[f"score-q{int(q * 100)}"] = float(centers[min(len(centers) - 1, np.searchsorted(cdf, q))])
+        summary["share-above-lambda"] = float(counts[centers >= self.threshold].sum() / max(1, counts.sum()))
+        summary["seconds"] = time.perf_counter() - started
+        log.info("round %d hierarchy %d: lambda=%.4f from %d scores (%s)", server_round, stage,
+                 self.threshold, int(counts.sum()), summary)
+        return summary
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        entry = self.rounds[server_round]
+        usable: list[Message] = []
+        for reply in replies:
+            if reply.has_error():
+                entry.failures += 1
+                continue
+            metrics, arrays = reply.content["metrics"], reply.content["arrays"]
+            if float(metrics["num-examples"]) <= 0 or not arrays_are_finite(arrays):
+                entry.excluded += 1
+                log.warning("round %d: reply from node %s left out of the aggregate (no examples "
+                            "or non-finite weights)", server_round, reply.metadata.src_node_id)
+                continue
+            usable.append(reply)
+            entry.clients.append({"node": float(reply.metadata.src_node_id),
+                                  **{k: float(v) for k, v in metrics.items()}})
+        arrays, metrics = self.base.aggregate_train(server_round, usable)
+        entry.train = dict(metrics) if metrics is not None else {}
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.base.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        metrics = self.base.aggregate_evaluate(server_round, list(replies))
+        if metrics is not None:
+            self.rounds[server_round].evaluate = dict(metrics)
+        return metrics

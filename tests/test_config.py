@@ -1,0 +1,46 @@
+"""The run config is validated at start with messages that name the key and allowed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from feddqc_flwr.config import ConfigError, parse_run_config
+from tests.helpers import default_run_config, make_config
+
+
+def test_embedded_default_is_valid_and_small() -> None:
+    cfg = make_config()
+    assert cfg.method == "feddqc" and cfg.hierarchies == 3 and cfg.strategy == "fedavg"
+    assert cfg.target_modules == ["q_proj", "v_proj"]
+    assert cfg.data_spec.source == cfg.dataset
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("strategy", "scaffold", "'strategy' = 'scaffold': allowed values are fedavg, fedavgm, fedprox"),
+    ("quantization", "2bit", "allowed values are none, 8bit, 4bit"),
+    ("threshold-mode", "top-k", "allowed values are lambda, retention"),
+    ("retention", 0.0, "'retention' = 0.0: must be in (0.0, 1.0]"),
+    ("hierarchies", 9, "'hierarchies' = 9: must be between 1 and num-server-rounds (6)"),
+    ("local-steps", "ten", "'local-steps' = 'ten': must be of type int"),
+])
+def test_bad_values_name_key_and_allowed_values(key: str, value: object, message: str) -> None:
+    raw = default_run_config()
+    raw[key] = value
+    with pytest.raises(ConfigError) as err:
+        parse_run_config(raw)
+    assert message in str(err.value)
+
+
+def test_unknown_and_missing_keys_are_errors() -> None:
+    raw = default_run_config()
+    raw["num-rounds"] = 3
+    with pytest.raises(ConfigError, match="unknown run config key.*num-rounds"):
+        parse_run_config(raw)
+    raw = default_run_config()
+    del raw["seed"]
+    with pytest.raises(ConfigError, match="missing key.*seed"):
+        parse_run_config(raw)
+
+
+def test_integer_literals_are_accepted_for_float_keys() -> None:
+    assert make_config(lr_max=1, lr_min=0).lr_max == 1.0

@@ -1,0 +1,63 @@
+"""Hierarchy schedule and per-stage selection follow the FedDQC algorithm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from feddqc_flwr.selection.hierarchy import (
+    hierarchy_of_round,
+    is_hierarchy_end,
+    is_hierarchy_start,
+    select_stage,
+)
+
+
+@pytest.mark.parametrize(("rounds", "k", "sizes"), [(100, 3, [34, 33, 33]), (6, 3, [2, 2, 2]),
+                                                      (7, 2, [4, 3]), (3, 3, [1, 1, 1])])
+def test_rounds_split_into_k_contiguous_stages(rounds: int, k: int, sizes: list[int]) -> None:
+    stages = [hierarchy_of_round(r, rounds, k) for r in range(1, rounds + 1)]
+    assert stages == sorted(stages)
+    assert [stages.count(s) for s in range(1, k + 1)] == sizes
+    starts = [r for r in range(1, rounds + 1) if is_hierarchy_start(r, rounds, k)]
+    ends = [r for r in range(1, rounds + 1) if is_hierarchy_end(r, rounds, k)]
+    assert len(starts) == len(ends) == k
+    assert ends[-1] == rounds and starts[0] == 1
+
+
+def test_selection_filters_sorts_and_takes_top_part() -> None:
+    ids = list(range(10))
+    scores = np.array([0.5, 2.0, -1.0, 1.0, np.nan, 3.0, 0.1, 2.5, -0.5, 1.5])
+    sel = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3)
+    assert sorted(sel.dropped_ids) == [2, 4, 8]  # below lambda or unscorable
+    # 7 kept, sorted descending: 5,7,1,9,3,0,6 -> parts of 3,2,2
+    assert sel.train_ids == [5, 7, 1]
+    assert sel.waiting_ids == [9, 3, 0, 6]
+    ascending = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, descending=False)
+    assert ascending.train_ids == [6, 0, 3]
+
+
+def test_last_stage_trains_on_everything_kept() -> None:
+    sel = select_stage([4, 5, 6], np.array([1.0, 2.0, 3.0]), threshold=-np.inf, stage=3, hierarchies=3)
+    assert sel.train_ids == [6, 5, 4] and sel.waiting_ids == []
+
+
+def test_three_stages_with_rescoring_never_train_a_sample_twice() -> None:
+    rng = np.random.default_rng(0)
+    pool, trained, dropped, k = list(range(90)), [], [], 3
+    stage_sizes = []
+    for stage in range(1, k + 1):
+        scores = rng.normal(size=len(pool))  # a fresh score for every waiting sample
+        sel = select_stage(pool, scores, threshold=-1.0, stage=stage, hierarchies=k)
+        kept = len(pool) - len(sel.dropped_ids)
+        assert len(sel.train_ids) == -(-kept // (k - stage + 1))  # first of K-k+1 equal parts
+        by_id = dict(zip(pool, scores, strict=True))
+        assert [by_id[i] for i in sel.train_ids] == sorted((by_id[i] for i in sel.train_ids), reverse=True)
+        assert min(by_id[i] for i in sel.train_ids) >= max((by_id[i] for i in sel.waiting_ids), default=-np.inf)
+        stage_sizes.append(len(sel.train_ids))
+        trained += sel.train_ids
+        dropped += sel.dropped_ids
+        pool = sel.waiting_ids
+    assert len(trained) == len(set(trained))
+    assert not set(trained) & set(dropped)
+    assert pool == [] and sorted(trained + dropped) == list(range(90))

@@ -1,0 +1,103 @@
+"""One aggregation round changes the adapter exactly as each strategy's formula says."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.metadata import Metadata
+from flwr.supercore.task_identity import TaskIdentity
+
+from feddqc_flwr.strategies.factory import build_base_strategy
+from feddqc_flwr.strategies.feddqc import FedDQCStrategy, cosine_lr
+from tests.helpers import make_config
+
+GLOBAL = {"layer.lora_A.weight": np.array([[1.0, -2.0], [0.5, 0.0]]), "layer.lora_B.weight": np.zeros((2, 2))}
+
+
+@pytest.fixture(autouse=True)
+def _run_identity():
+    """Messages are stamped with the run id of the process; a ServerApp process sets it."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+
+
+class OfflineGrid:
+    """Just enough Grid for configure_train: node ids (nothing is sent)."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.nodes = nodes
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+
+def _reply(node: int, arrays: dict[str, np.ndarray], examples: int, loss: float = 1.0) -> Message:
+    content = RecordDict({
+        "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+        "metrics": MetricRecord({"train-loss": loss, "num-examples": examples, "kept": 3.0}),
+    })
+    metadata = Metadata(run_id=1, message_id="", src_node_id=node, dst_node_id=0, reply_to_message_id="x",
+                        group_id="1", created_at=0.0, ttl=100.0, message_type="train")
+    return Message(content=content, metadata=metadata)
+
+
+def _client(delta: float) -> dict[str, np.ndarray]:
+    return {k: v + delta * (i + 1) for i, (k, v) in enumerate(GLOBAL.items())}
+
+
+def _one_round(strategy_name: str, replies: list[Message]) -> dict[str, np.ndarray]:
+    cfg = make_config(strategy=strategy_name, method="fedavg", min_train_nodes=2)
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg)
+    initial = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()})
+    messages = list(strategy.configure_train(1, initial, ConfigRecord(), OfflineGrid([11, 12])))
+    assert len(messages) == 2
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert metrics is not None and metrics["kept"] == 6.0  # counts add up across clients
+    return {k: a.numpy() for k, a in arrays.items()}
+
+
+def test_fedavg_is_the_example_weighted_mean() -> None:
+    a, b = _client(1.0), _client(-0.5)
+    out = _one_round("fedavg", [_reply(11, a, 30), _reply(12, b, 10)])
+    for k in GLOBAL:
+        np.testing.assert_allclose(out[k], (30 * a[k] + 10 * b[k]) / 40, rtol=1e-6)
+
+
+def test_fedadam_follows_its_update_rule() -> None:
+    cfg = make_config()
+    eta, b1, b2, tau = cfg.fedopt_eta, cfg.fedopt_beta1, cfg.fedopt_beta2, cfg.fedopt_tau
+    a, b = _client(0.2), _client(0.6)
+    out = _one_round("fedadam", [_reply(11, a, 1), _reply(12, b, 3)])
+    for k, x in GLOBAL.items():
+        delta = (a[k] + 3 * b[k]) / 4 - x
+        m, v = (1 - b1) * delta, (1 - b2) * delta**2
+        eta_norm = eta * math.sqrt(1 - b2**2) / (1 - b1**2)  # Flower's bias correction at round 1
+        np.testing.assert_allclose(out[k], x + eta_norm * m / (np.sqrt(v) + tau), rtol=1e-5, atol=1e-7)
+
+
+def test_non_finite_and_empty_replies_are_left_out() -> None:
+    good, bad = _client(1.0), _client(1.0)
+    bad["layer.lora_A.weight"][0, 0] = np.nan
+    cfg = make_config(strategy="fedavg", method="fedavg")
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg)
+    initial = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()})
+    list(strategy.configure_train(1, initial, ConfigRecord(), OfflineGrid([11, 12, 13])))
+    arrays, _ = strategy.aggregate_train(1, [_reply(11, good, 5), _reply(12, bad, 5), _reply(13, good, 0)])
+    for k in GLOBAL:
+        np.testing.assert_allclose(arrays[k].numpy(), good[k])
+    assert strategy.rounds[1].excluded == 2
+
+
+def test_round_config_carries_lr_hierarchy_and_rescore_flag() -> None:
+    cfg = make_config(method="fedavg", num_server_rounds=6, hierarchies=3, lr_max=1e-4, lr_min=1e-6)
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg)
+    initial = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()})
+    msg = list(strategy.configure_train(3, initial, ConfigRecord(), OfflineGrid([1, 2])))[0]
+    config = msg.content["config"]
+    assert config["hierarchy"] == 2 and config["server-round"] == 3 and config["rescore"] is False
+    assert config["lr"] == pytest.approx(1e-6 + 0.5 * (1e-4 - 1e-6) * (1 + math.cos(math.pi * 2 / 6)))
+    assert cosine_lr(1, 6, 1e-4, 1e-6) == pytest.approx(1e-4)
