@@ -39,7 +39,7 @@ from feddqc_flwr.selection.hierarchy import select_stage
 from feddqc_flwr.selection.threshold import local_histogram
 from feddqc_flwr.training import LocalTrainConfig, train_adapter
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ClientApp()
 
 
@@ -107,7 +107,8 @@ def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, 
     if progress.scored_stage != stage:
         seconds = _score_pool(setup, progress, stage)
     chosen = select_stage(progress.scored_ids, progress.score_array(), threshold, stage,
-                          setup.cfg.hierarchies)
+                          setup.cfg.stages, order=setup.cfg.order,
+                          seed=setup.cfg.seed * 1_000_003 + setup.partition_id)
     progress.stage_train = chosen.train_ids
     progress.pool = chosen.waiting_ids
     progress.dropped += len(chosen.dropped_ids)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from feddqc_flwr.data.spec import DataSpec
+from feddqc_flwr.selection.hierarchy import ORDERS
 
 METHODS = ("feddqc", "fedavg")
 SCORERS = ("ira",)
@@ -35,6 +36,7 @@ class RunConfig:
     method: str
     num_server_rounds: int
     hierarchies: int
+    order: str
     fraction_train: float
     min_train_nodes: int
     fraction_evaluate: float
@@ -104,6 +106,11 @@ class RunConfig:
         )
 
     @property
+    def stages(self) -> int:
+        """Hierarchies actually run: order = none trains one filtered, shuffled stage."""
+        return 1 if self.order == "none" else self.hierarchies
+
+    @property
     def target_modules(self) -> list[str] | str:
         """LoRA target modules as peft takes them."""
         if self.lora_target_modules.strip() == "all-linear":
@@ -161,6 +168,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
 def _validate(cfg: RunConfig) -> None:
     _choice("method", cfg.method, METHODS)
     _choice("scorer", cfg.scorer, SCORERS)
+    _choice("order", cfg.order, ORDERS)
     _choice("threshold-mode", cfg.threshold_mode, THRESHOLD_MODES)
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("quantization", cfg.quantization, QUANTIZATIONS)

@@ -23,7 +23,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from feddqc_flwr.config import RunConfig
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
 BUNDLED_MODELS = {
     # name -> (python package that ships the GGUF file, file name inside it)
@@ -99,6 +99,7 @@ def resolve_model_path(name: str) -> str:
     plain.load_state_dict(gguf_model.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    tmp.chmod(0o755)
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:

@@ -20,7 +20,7 @@ from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
 from feddqc_flwr.strategies.factory import build_base_strategy
 from feddqc_flwr.strategies.feddqc import FedDQCStrategy
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ServerApp()
 
 
@@ -52,8 +52,8 @@ class RoundEnd:
             return MetricRecord(metrics) if metrics else None
         self.recorder.write_round(round_record(self.strategy.rounds[server_round], metrics))
         cfg = self.cfg
-        if cfg.method == "feddqc" and is_hierarchy_end(server_round, cfg.num_server_rounds, cfg.hierarchies):
-            stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.hierarchies)
+        if cfg.method == "feddqc" and is_hierarchy_end(server_round, cfg.num_server_rounds, cfg.stages):
+            stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.stages)
             self.bundle.model.save_pretrained(self.recorder.adapter_dir(f"hierarchy-{stage}"))
         return MetricRecord(metrics) if metrics else None
 

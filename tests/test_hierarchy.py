@@ -33,8 +33,12 @@ def test_selection_filters_sorts_and_takes_top_part() -> None:
     # 7 kept, sorted descending: 5,7,1,9,3,0,6 -> parts of 3,2,2
     assert sel.train_ids == [5, 7, 1]
     assert sel.waiting_ids == [9, 3, 0, 6]
-    ascending = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, descending=False)
+    ascending = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, order="ascending")
     assert ascending.train_ids == [6, 0, 3]
+    shuffled = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, order="random", seed=3)
+    again = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, order="random", seed=3)
+    assert shuffled == again and sorted(shuffled.train_ids + shuffled.waiting_ids) == [0, 1, 3, 5, 6, 7, 9]
+    assert sorted(shuffled.dropped_ids) == [2, 4, 8]
 
 
 def test_last_stage_trains_on_everything_kept() -> None:

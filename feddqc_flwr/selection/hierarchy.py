@@ -37,20 +37,30 @@ class StageSelection:
     dropped_ids: list[int]
 
 
-def select_stage(ids: list[int], scores: np.ndarray, threshold: float, stage: int,
-                 hierarchies: int, descending: bool = True) -> StageSelection:
-    """Filter by threshold, sort by score (ties by id), train on the first of K-k+1 parts.
+ORDERS = ("descending", "ascending", "random", "none")
 
+
+def select_stage(ids: list[int], scores: np.ndarray, threshold: float, stage: int,
+                 hierarchies: int, order: str = "descending", seed: int = 0) -> StageSelection:
+    """Filter by threshold, order the rest, train on the first of K-k+1 parts.
+
+    `descending` is FedDQC (easy to hard), `ascending` hard to easy, `random` a seeded
+    shuffle; `none` (no hierarchy) is a shuffle too, run with K = 1. Ties break by id.
     Samples whose score is NaN (nothing left to score after truncation) are dropped.
     """
     if not 1 <= stage <= hierarchies:
         raise ValueError(f"stage {stage} outside 1..{hierarchies}")
+    if order not in ORDERS:
+        raise ValueError(f"order {order!r}: allowed values are {', '.join(ORDERS)}")
     ids_arr = np.asarray(ids, dtype=np.int64)
     keep = np.isfinite(scores) & (scores >= threshold)
     kept_ids, kept_scores = ids_arr[keep], scores[keep]
-    key = -kept_scores if descending else kept_scores
-    order = np.lexsort((kept_ids, key))
-    parts = np.array_split(kept_ids[order], hierarchies - stage + 1)
+    if order in ("random", "none"):
+        ranked = np.random.default_rng(seed).permutation(np.sort(kept_ids))
+    else:
+        key = -kept_scores if order == "descending" else kept_scores
+        ranked = kept_ids[np.lexsort((kept_ids, key))]
+    parts = np.array_split(ranked, hierarchies - stage + 1)
     return StageSelection(
         train_ids=parts[0].tolist(),
         waiting_ids=np.concatenate(parts[1:]).tolist() if len(parts) > 1 else [],

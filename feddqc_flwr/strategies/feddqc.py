@@ -25,7 +25,7 @@ from feddqc_flwr.model import arrays_are_finite
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
 from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
 SCORE_QUERY = f"{MessageType.QUERY}.score"
 HISTOGRAM_QUERY = f"{MessageType.QUERY}.histogram"
@@ -64,16 +64,16 @@ class FedDQCStrategy(Strategy):
         self.rounds: dict[int, RoundLog] = {}
 
     def summary(self) -> None:
-        log.info("FedDQC(method=%s, K=%d, threshold-mode=%s) around:", self.cfg.method,
-                 self.cfg.hierarchies, self.cfg.threshold_mode)
+        log.info("FedDQC(method=%s, stages=%d, threshold-mode=%s) around:", self.cfg.method,
+                 self.cfg.stages, self.cfg.threshold_mode)
         self.base.summary()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         cfg = self.cfg
-        stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.hierarchies)
+        stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.stages)
         rescore = cfg.method == "feddqc" and is_hierarchy_start(server_round, cfg.num_server_rounds,
-                                                                  cfg.hierarchies)
+                                                                  cfg.stages)
         entry = RoundLog(server_round, stage, cosine_lr(server_round, cfg.num_server_rounds,
                                                          cfg.lr_max, cfg.lr_min), rescore)
         self.rounds[server_round] = entry
