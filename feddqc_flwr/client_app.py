@@ -53,10 +53,15 @@ class ClientSetup:
     partition_id: int
 
 
+def _client_data(cfg: RunConfig, context: Context) -> ClientData:
+    return load_client_data(cfg.data_spec, int(context.node_config["partition-id"]),
+                            int(context.node_config["num-partitions"]))
+
+
 def _setup(msg: Message, context: Context) -> ClientSetup:
     cfg = parse_run_config(context.run_config)
     partition_id = int(context.node_config["partition-id"])
-    data = load_client_data(cfg.data_spec, partition_id, int(context.node_config["num-partitions"]))
+    data = _client_data(cfg, context)
     bundle = load_model_bundle(spec_from_config(cfg))
     set_adapter_arrays(bundle.model, msg.content["arrays"])
     return ClientSetup(cfg, bundle, data, partition_id)
@@ -94,11 +99,19 @@ def score(msg: Message, context: Context) -> Message:
 
 @app.query("histogram")
 def histogram(msg: Message, context: Context) -> Message:
-    """Counts of this client's fresh scores on the server's shared bin edges."""
+    """Counts of this client's fresh scores on the server's shared bin edges.
+
+    `bad-counts` counts the synthetically corrupted samples among them (all zero on real data),
+    so the server can measure selection quality without seeing any score.
+    """
     edges = np.asarray(msg.content["config"]["edges"], dtype=np.float64)
+    data = _client_data(parse_run_config(context.run_config), context)
     progress = ClientProgress.load(context.state, 0)
-    counts = local_histogram(progress.score_array(), edges)
-    return Message(RecordDict({"metrics": MetricRecord({"counts": counts.tolist()})}), reply_to=msg)
+    scores = progress.score_array()
+    flags = np.asarray(data.train.select(progress.scored_ids)["is_bad"] if progress.scored_ids else [], dtype=bool)
+    metrics = {"counts": local_histogram(scores, edges).tolist(),
+               "bad-counts": local_histogram(scores[flags], edges).tolist()}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, threshold: float) -> float:
@@ -160,8 +173,7 @@ def train(msg: Message, context: Context) -> Message:
     else:
         rows = setup.data.train
         metrics = _baseline_metrics(setup)
-    metrics.update({"skipped-rows": float(sum(setup.data.skipped.values())),
-                    "score-seconds": score_seconds, "num-examples": len(rows)})
+    metrics.update({"score-seconds": score_seconds, "num-examples": len(rows)})
     started = time.perf_counter()
     if len(rows) == 0:
         log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from feddqc_flwr.config import RunConfig
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from feddqc_flwr.config import RunConfig
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 

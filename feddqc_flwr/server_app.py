@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from feddqc_flwr.config import RunConfig, parse_run_config
-from feddqc_flwr.data.client_data import load_eval_data
+from feddqc_flwr.data.client_data import load_eval_data, split_source
 from feddqc_flwr.evaluation import heldout_loss
 from feddqc_flwr.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
 from feddqc_flwr.results import RunRecorder, round_record
@@ -90,10 +90,10 @@ def main(grid: Grid, context: Context) -> None:
         "final_server_eval": round_end.last_eval,
         "final_train_metrics": last_train,
         "threshold": strategy.threshold,
+        "skipped_rows": dict(split_source(cfg.data_spec).skipped),
         "failures": sum(r.failures for r in strategy.rounds.values()),
         "excluded_replies": sum(r.excluded for r in strategy.rounds.values()),
     })
     message = (f"FedDQC run finished.\n  adapter (PEFT): {final_dir}\n  metrics: {recorder.metrics_path}\n"
                f"  summary: {summary_path}")
     log.info(message)
-    print(message, flush=True)

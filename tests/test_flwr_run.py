@@ -35,7 +35,7 @@ def flwr_env(tmp_path: Path):
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     yield env
-    subprocess.run(["pkill", "-f", f"--port {http_port}"], check=False)
+    subprocess.run(["pkill", "-f", f"flower-superlink .*--port {http_port}"], check=False)
 
 
 def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model_dir: Path, flwr_env) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from feddqc_flwr.prompts import IGNORE_INDEX
@@ -58,6 +59,7 @@ def mean_nll(
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     was_training = model.training
     model.eval()
+    progress = tqdm(total=len(order), desc="scoring", unit="seq", disable=None, leave=False)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -76,5 +78,7 @@ def mean_nll(
             for row, i in enumerate(idx):
                 if counts[row] > 0:
                     out[i] = float(sums[row] / counts[row])
+            progress.update(len(idx))
+    progress.close()
     model.train(was_training)
     return out

@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from feddqc_flwr.config import RunConfig
 from feddqc_flwr.model import arrays_are_finite
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
+from feddqc_flwr.selection.histogram_metrics import histogram_auroc, selection_at_threshold
 from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
@@ -119,6 +120,7 @@ class FedDQCStrategy(Strategy):
         hist_config = ConfigRecord({"server-round": server_round, "edges": edges.tolist()})
         replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}))
         counts = np.sum([np.asarray(r.content["metrics"]["counts"], dtype=np.int64) for r in replies], axis=0)
+        bad = np.sum([np.asarray(r.content["metrics"]["bad-counts"], dtype=np.int64) for r in replies], axis=0)
         if self.cfg.threshold_mode == "retention" and self.threshold is None:
             # Lambda is calibrated on the first hierarchy's global histogram, then held fixed:
             # later stages re-score and re-apply it, as with an absolute lambda.
@@ -127,7 +129,10 @@ class FedDQCStrategy(Strategy):
         cdf = np.cumsum(counts) / max(1, counts.sum())
         for q in (0.1, 0.5, 0.9):
             summary[f"score-q{int(q * 100)}"] = float(centers[min(len(centers) - 1, np.searchsorted(cdf, q))])
-        summary["share-above-lambda"] = float(counts[centers >= self.threshold].sum() / max(1, counts.sum()))
+        summary["share-above-lambda"] = float(counts[edges[:-1] >= self.threshold].sum() / max(1, counts.sum()))
+        if bad.sum():
+            summary["auroc"] = histogram_auroc(counts - bad, bad)
+            summary.update(selection_at_threshold(counts - bad, bad, edges, self.threshold))
         summary["seconds"] = time.perf_counter() - started
         log.info("round %d hierarchy %d: lambda=%.4f from %d scores (%s)", server_round, stage,
                  self.threshold, int(counts.sum()), summary)
