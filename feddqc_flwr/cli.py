@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from feddqc_flwr.cli_data import add_data_commands
+from feddqc_flwr.cli_score import add_score_command
 from feddqc_flwr.model import BUNDLED_MODELS, resolve_model_path
 
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("models", nargs="*", help=f"default: {', '.join(BUNDLED_MODELS)}")
     prepare.set_defaults(func=_prepare)
     add_data_commands(sub)
+    add_score_command(sub)
     return parser
 
 

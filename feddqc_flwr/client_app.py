@@ -1,8 +1,8 @@
 """FedDQC ClientApp: score, filter and train on the client's own device.
 
 Message types:
-- `query.score`  (hierarchy start): load the global adapter, compute IRA of the pool, keep the
-  scores in `context.state`, reply count/min/max only.
+- `query.score`  (hierarchy start): load the global adapter, score the pool with the configured
+  scorer (IRA by default), keep the scores in `context.state`, reply count/min/max only.
 - `query.histogram`: reply bin counts of those scores on the server's shared edges.
 - `train`: pick this hierarchy's subset (top of the sorted, filtered pool) if not done yet,
   train `local-steps`, reply adapter weights and scalar metrics.
@@ -12,18 +12,20 @@ Raw text, token ids and per-sample scores never leave the client.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from feddqc_flwr.client_progress import ClientProgress
 from feddqc_flwr.config import RunConfig, parse_run_config
 from feddqc_flwr.data.client_data import load_client_data
+from feddqc_flwr.data.corruption import BASE_TYPES
 from feddqc_flwr.data.spec import ClientData
 from feddqc_flwr.evaluation import heldout_loss
 from feddqc_flwr.model import (
@@ -34,9 +36,12 @@ from feddqc_flwr.model import (
     set_adapter_arrays,
     spec_from_config,
 )
-from feddqc_flwr.scoring.ira import ira_scores
+from feddqc_flwr.scoring.base import ScoringContext
+from feddqc_flwr.scoring.registry import get_scorer
 from feddqc_flwr.selection.hierarchy import select_stage
+from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_quality
 from feddqc_flwr.selection.threshold import local_histogram
+from feddqc_flwr.strategies.feddqc import REFERENCE_KEY
 from feddqc_flwr.training import LocalTrainConfig, train_adapter
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
@@ -67,16 +72,25 @@ def _setup(msg: Message, context: Context) -> ClientSetup:
     return ClientSetup(cfg, bundle, data, partition_id)
 
 
-def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int) -> float:
-    """IRA of every pool sample with the current global adapter; returns seconds spent."""
+def _reference_rows(context: Context) -> list[dict]:
+    """Anchor/validation rows the server sent with the last score query (nuggets, datainf)."""
+    if REFERENCE_KEY not in context.state.config_records:
+        return []
+    return json.loads(str(context.state.config_records[REFERENCE_KEY]["rows"]))
+
+
+def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, context: Context) -> float:
+    """Keep-scores (higher = better) of every pool sample with the current global adapter."""
     started = time.perf_counter()
-    rows = setup.data.train.select(progress.pool)
-    scores = ira_scores(setup.bundle.model, setup.bundle.tokenizer, list(rows),
-                        template=setup.cfg.prompt_template, max_length=setup.cfg.max_length,
-                        batch_size=setup.cfg.score_batch_size, device=setup.bundle.device)
+    cfg, bundle = setup.cfg, setup.bundle
+    scoring = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=cfg.prompt_template,
+                             max_length=cfg.max_length, batch_size=cfg.score_batch_size, device=bundle.device,
+                             reference_rows=_reference_rows(context),
+                             seed=cfg.seed * 1_000_003 + setup.partition_id)
+    scores = get_scorer(cfg.scorer).score(list(setup.data.train.select(progress.pool)), scoring)
     progress.scored_stage, progress.scored_ids = stage, list(progress.pool)
-    progress.scores = scores.ira.tolist()
-    unscorable = int(np.isnan(scores.ira).sum())
+    progress.scores = scores.tolist()
+    unscorable = int(np.isnan(scores).sum())
     if unscorable:
         log.warning("partition %d: %d samples could not be scored and will be dropped",
                     setup.partition_id, unscorable)
@@ -87,8 +101,11 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int) -> flo
 def score(msg: Message, context: Context) -> Message:
     """Re-score the not-yet-trained pool at a hierarchy start."""
     setup = _setup(msg, context)
+    config = msg.content["config"]
+    if REFERENCE_KEY in config:
+        context.state.config_records[REFERENCE_KEY] = ConfigRecord({"rows": config[REFERENCE_KEY]})
     progress = ClientProgress.load(context.state, len(setup.data.train))
-    seconds = _score_pool(setup, progress, int(msg.content["config"]["hierarchy"]))
+    seconds = _score_pool(setup, progress, int(config["hierarchy"]), context)
     progress.save(context.state)
     finite = progress.score_array()[np.isfinite(progress.score_array())]
     metrics = {"count": int(finite.size), "seconds": seconds,
@@ -114,11 +131,12 @@ def histogram(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, threshold: float) -> float:
+def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, threshold: float,
+                      context: Context) -> float:
     """Pick this stage's training subset once; scores now if the stage query missed us."""
     seconds = 0.0
     if progress.scored_stage != stage:
-        seconds = _score_pool(setup, progress, stage)
+        seconds = _score_pool(setup, progress, stage, context)
     chosen = select_stage(progress.scored_ids, progress.score_array(), threshold, stage,
                           setup.cfg.stages, order=setup.cfg.order,
                           seed=setup.cfg.seed * 1_000_003 + setup.partition_id)
@@ -129,30 +147,50 @@ def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, 
     return seconds
 
 
+def _selection_quality(setup: ClientSetup, progress: ClientProgress, kept_share: float) -> dict[str, float]:
+    """AUROC and removal quality of this stage's scores against the corruption flags.
+
+    Flags exist only for synthetic corruption; on real data every value is NaN. The keys are
+    the same in every reply, as Flower's strategies require.
+    """
+    rows = setup.data.train.select(progress.scored_ids)
+    scores = progress.score_array()
+    quality = selection_quality(scores, rows["is_bad"], kept_share) if len(scores) else {}
+    by_type = quality_by_type(scores, rows["is_bad"], rows["bad_type"], kept_share) if len(scores) else {}
+    out = {key.replace("_", "-"): float(quality.get(key, np.nan))
+           for key in ("auroc", "kept_clean_fraction", "removal_precision", "removal_recall")}
+    out.update({f"auroc-{t}": float(by_type.get(t, {}).get("auroc", np.nan)) for t in BASE_TYPES})
+    return out
+
+
 def _quality_metrics(setup: ClientSetup, progress: ClientProgress, threshold: float) -> dict[str, float]:
-    """Scalar summaries of the selection (bad counts only exist for synthetic corruption)."""
+    """Scalar summaries of the stage's selection (bad counts only exist for synthetic corruption)."""
     scores = progress.score_array()
     finite = scores[np.isfinite(scores)]
     quantiles = np.quantile(finite, [0.1, 0.5, 0.9]) if finite.size else [np.nan] * 3
     flags = setup.data.train.select(progress.stage_train)["is_bad"] if progress.stage_train else []
+    kept = float((finite >= threshold).sum())
     return {
         "pool": float(len(scores)),
-        "kept": float((finite >= threshold).sum()),
+        "kept": kept,
         "dropped": float(progress.dropped),
         "stage-train": float(len(progress.stage_train)),
         "stage-bad": float(sum(bool(f) for f in flags)),
         "score-q10": float(quantiles[0]),
         "score-q50": float(quantiles[1]),
         "score-q90": float(quantiles[2]),
+        **_selection_quality(setup, progress, kept / max(1, len(scores))),
     }
 
 
 def _baseline_metrics(setup: ClientSetup) -> dict[str, float]:
     """The same keys for plain FedAvg, where every training row is used."""
     n = float(len(setup.data.train))
+    nan = float("nan")
     return {"pool": n, "kept": n, "dropped": 0.0, "stage-train": n,
             "stage-bad": float(sum(bool(f) for f in setup.data.train["is_bad"])),
-            "score-q10": float("nan"), "score-q50": float("nan"), "score-q90": float("nan")}
+            "score-q10": nan, "score-q50": nan, "score-q90": nan, "auroc": nan, "kept-clean-fraction": nan,
+            "removal-precision": nan, "removal-recall": nan, **{f"auroc-{t}": nan for t in BASE_TYPES}}
 
 
 @app.train()
@@ -166,7 +204,7 @@ def train(msg: Message, context: Context) -> Message:
         stage, threshold = int(round_cfg["hierarchy"]), float(round_cfg["lambda"])
         progress = ClientProgress.load(context.state, len(setup.data.train))
         if progress.selected_stage != stage:
-            score_seconds = _select_for_stage(setup, progress, stage, threshold)
+            score_seconds = _select_for_stage(setup, progress, stage, threshold, context)
             progress.save(context.state)
         rows = setup.data.train.select(progress.stage_train)
         metrics = _quality_metrics(setup, progress, threshold)

@@ -15,7 +15,7 @@ from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.selection.hierarchy import ORDERS
 
 METHODS = ("feddqc", "fedavg")
-SCORERS = ("ira",)
+SCORERS = ("ira", "ppl", "loss", "ifd", "nuggets", "datainf", "random")  # = scoring.registry
 THRESHOLD_MODES = ("lambda", "retention")
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
 QUANTIZATIONS = ("none", "8bit", "4bit")
@@ -42,6 +42,7 @@ class RunConfig:
     fraction_evaluate: float
     round_timeout: float
     scorer: str
+    reference_rows: int
     threshold_mode: str
     ira_lambda: float
     retention: float
@@ -190,7 +191,12 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"run config '{key}' = {value}: must be >= 1")
     if cfg.max_length < 16:
         raise ConfigError(f"run config 'max-length' = {cfg.max_length}: must be >= 16")
-    for key in ("max-samples", "max-response-words", "eval-samples"):
+    if cfg.threshold_mode == "lambda" and cfg.scorer != "ira":
+        raise ConfigError(
+            f"run config 'threshold-mode' = 'lambda' uses 'ira-lambda', on the IRA scale; with "
+            f"'scorer' = {cfg.scorer!r} use threshold-mode = 'retention'"
+        )
+    for key in ("max-samples", "max-response-words", "eval-samples", "reference-rows"):
         if getattr(cfg, key.replace("-", "_")) < 0:
             raise ConfigError(f"run config '{key}': must be >= 0 (0 = no limit / off)")
     _in_range("fraction-train", cfg.fraction_train, 0.0, 1.0, lo_open=True)

@@ -11,11 +11,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from feddqc_flwr.config import RunConfig, parse_run_config
+from feddqc_flwr.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.data.client_data import load_eval_data, split_source
 from feddqc_flwr.evaluation import heldout_loss
 from feddqc_flwr.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
 from feddqc_flwr.results import RunRecorder, round_record
+from feddqc_flwr.scoring.registry import NEEDS_REFERENCE
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
 from feddqc_flwr.strategies.factory import build_base_strategy
 from feddqc_flwr.strategies.feddqc import FedDQCStrategy
@@ -28,6 +29,24 @@ def output_root(cfg: RunConfig) -> Path:
     """A relative output-dir is taken from $FEDDQC_OUTPUT_ROOT, else the working directory."""
     path = Path(cfg.output_dir).expanduser()
     return path if path.is_absolute() else Path(os.environ.get("FEDDQC_OUTPUT_ROOT", ".")) / path
+
+
+def server_rows(cfg: RunConfig, test_rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Held-out rows for the server's loss, and disjoint anchor rows for nuggets/datainf.
+
+    Both come from the global clean test split (loading it also stops the run at start when the
+    dataset cannot be read). Anchors are taken from its end so they never overlap the rows the
+    server evaluates on.
+    """
+    reference: list[dict] = []
+    if cfg.method == "feddqc" and cfg.scorer in NEEDS_REFERENCE:
+        if len(test_rows) < 2:
+            raise ConfigError(f"run config 'scorer' = {cfg.scorer!r} needs reference rows, but the test split "
+                              f"has {len(test_rows)} row(s): raise 'test-fraction' or 'max-samples'")
+        count = min(cfg.reference_rows, len(test_rows) // 2)
+        reference = test_rows[len(test_rows) - count:]
+    available = len(test_rows) - len(reference)
+    return test_rows[: min(cfg.eval_samples, available)], reference
 
 
 class RoundEnd:
@@ -64,11 +83,10 @@ def main(grid: Grid, context: Context) -> None:
     cfg = parse_run_config(context.run_config)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    eval_data = load_eval_data(cfg.data_spec)  # also fails fast on an unreadable dataset
-    eval_rows = list(eval_data.select(range(min(cfg.eval_samples, len(eval_data)))))
+    eval_rows, reference_rows = server_rows(cfg, list(load_eval_data(cfg.data_spec)))
     bundle = load_model_bundle(spec_from_config(cfg))
     recorder = RunRecorder(cfg, output_root(cfg))
-    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg)
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, reference_rows)
     round_end = RoundEnd(cfg, bundle, strategy, recorder, eval_rows)
     initial_arrays = adapter_arrays(bundle.model)
     result = strategy.start(

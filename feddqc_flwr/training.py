@@ -18,7 +18,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from feddqc_flwr.prompts import IGNORE_INDEX, encode_pair, start_token_id
+from feddqc_flwr.batching import pad_sequences
+from feddqc_flwr.prompts import encode_pair, start_token_id
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,7 @@ class CompletionCollator:
         self.pad_id = pad_id
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(features), width), dtype=torch.long)
-        for row, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[row, :n] = torch.tensor(f["input_ids"])
-            labels[row, :n] = torch.tensor(f["labels"])
-            attention[row, :n] = 1
+        ids, attention, labels = pad_sequences([(f["input_ids"], f["labels"]) for f in features], self.pad_id)
         return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 

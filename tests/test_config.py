@@ -44,3 +44,15 @@ def test_unknown_and_missing_keys_are_errors() -> None:
 
 def test_integer_literals_are_accepted_for_float_keys() -> None:
     assert make_config(lr_max=1, lr_min=0).lr_max == 1.0
+
+
+def test_config_scorers_are_the_registered_ones() -> None:
+    from feddqc_flwr.config import SCORERS
+    from feddqc_flwr.scoring.registry import SCORERS as REGISTERED
+
+    assert set(SCORERS) == set(REGISTERED)
+
+
+def test_absolute_lambda_is_only_for_ira() -> None:
+    with pytest.raises(ConfigError, match="'scorer' = 'ppl' use threshold-mode = 'retention'"):
+        make_config(scorer="ppl", threshold_mode="lambda")

@@ -67,6 +67,9 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     assert first["threshold"] is not None and first["scoring"]["clients"] == 2
     assert first["train"]["pool"] >= first["train"]["kept"] >= first["train"]["stage-train"] > 0
     assert first["evaluate"]["eval-loss"] > 0 and len(first["clients"]) == 2
+    # The demo rows are half corrupted: selection quality is measured per client and globally.
+    assert 0.0 <= first["train"]["auroc"] <= 1.0 and 0.0 <= first["scoring"]["auroc"] <= 1.0
+    assert all(0.0 <= c["kept-clean-fraction"] <= 1.0 for c in first["clients"])
     # Stage 2 re-scores only what stage 1 did not train on or drop.
     assert lines[3]["train"]["pool"] == first["train"]["kept"] - first["train"]["stage-train"]
 

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from feddqc_flwr.batching import pad_sequences
 from feddqc_flwr.prompts import IGNORE_INDEX
 
 _HEAD_CHUNK = 2048  # labelled positions projected to the vocabulary at once
@@ -25,7 +26,7 @@ def _causal_lm(model: torch.nn.Module) -> PreTrainedModel:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _position_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor,
+def position_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """NLL of each labelled token and the batch row it belongs to."""
     lm = _causal_lm(model)
@@ -63,16 +64,8 @@ def mean_nll(
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            width = max(len(sequences[i][0]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                seq_ids, seq_labels = sequences[i]
-                ids[row, : len(seq_ids)] = torch.tensor(seq_ids)
-                labels[row, : len(seq_labels)] = torch.tensor(seq_labels)
-                attention[row, : len(seq_ids)] = 1
-            nll, rows = _position_nll(model, ids.to(device), attention.to(device), labels.to(device))
+            ids, attention, labels = pad_sequences([sequences[i] for i in idx], pad_id)
+            nll, rows = position_nll(model, ids.to(device), attention.to(device), labels.to(device))
             sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, rows.cpu(), nll.double().cpu())
             counts = torch.bincount(rows.cpu(), minlength=len(idx))
             for row, i in enumerate(idx):

@@ -9,6 +9,7 @@ Replies that carry no examples or non-finite weights are left out of the aggrega
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
 SCORE_QUERY = f"{MessageType.QUERY}.score"
+REFERENCE_KEY = "reference-rows"  # JSON rows for scorers that compare against anchors
 HISTOGRAM_QUERY = f"{MessageType.QUERY}.histogram"
 
 
@@ -58,9 +60,10 @@ class RoundLog:
 class FedDQCStrategy(Strategy):
     """Delegates aggregation to `base`; owns the schedule and the data-quality protocol."""
 
-    def __init__(self, base: FedAvg, cfg: RunConfig) -> None:
+    def __init__(self, base: FedAvg, cfg: RunConfig, reference_rows: list[dict] | None = None) -> None:
         self.base = base
         self.cfg = cfg
+        self.reference_rows = reference_rows or []
         self.threshold: float | None = cfg.ira_lambda if cfg.threshold_mode == "lambda" else None
         self.rounds: dict[int, RoundLog] = {}
 
@@ -106,6 +109,8 @@ class FedDQCStrategy(Strategy):
         """Two query rounds: fresh scores -> (count, min, max); shared edges -> histograms."""
         started = time.perf_counter()
         config = ConfigRecord({"server-round": server_round, "hierarchy": stage})
+        if self.reference_rows:
+            config[REFERENCE_KEY] = json.dumps(self.reference_rows)
         stats = [r.content["metrics"] for r in
                  self._query_all(grid, SCORE_QUERY, RecordDict({"arrays": arrays, "config": config}))]
         scored = [s for s in stats if int(s["count"]) > 0]
