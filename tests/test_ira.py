@@ -11,16 +11,7 @@ import torch
 from feddqc_flwr.model import ModelSpec, load_model_bundle
 from feddqc_flwr.prompts import ALPACA_NO_INPUT, ALPACA_RESPONSE_MARKER
 from feddqc_flwr.scoring.ira import ira_scores
-
-ROWS = [
-    {"instruction": "What is the capital of France?", "input": "", "response": "Paris.", "history": []},
-    {"instruction": "Add two and three.", "input": "", "response": "Two plus three is five.", "history": []},
-    {"instruction": "Summarise.", "input": "The cat sat on the mat all day long.",
-     "response": "A cat spent the day on a mat.", "history": []},
-    {"instruction": "Name a primary colour.", "input": "", "response": "Red is a primary colour, "
-     "as are blue and yellow in the traditional model.", "history": []},
-    {"instruction": "Say hi.", "input": "", "response": "Hi!", "history": []},
-]
+from tests.scoring.common import ROWS
 
 
 @pytest.fixture(scope="module")
