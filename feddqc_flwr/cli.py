@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
+from feddqc_flwr.cli_bench import add_bench_commands
 from feddqc_flwr.cli_data import add_data_commands
 from feddqc_flwr.cli_score import add_score_command
 from feddqc_flwr.model import BUNDLED_MODELS, resolve_model_path
@@ -24,12 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=_prepare)
     add_data_commands(sub)
     add_score_command(sub)
+    add_bench_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[2:]
     args.func(args)
 
 

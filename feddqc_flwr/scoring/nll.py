@@ -21,7 +21,7 @@ from feddqc_flwr.prompts import IGNORE_INDEX
 _HEAD_CHUNK = 2048  # labelled positions projected to the vocabulary at once
 
 
-def _causal_lm(model: torch.nn.Module) -> PreTrainedModel:
+def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
     """The transformers model inside a PeftModel (LoRA layers are injected in place)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -29,7 +29,7 @@ def _causal_lm(model: torch.nn.Module) -> PreTrainedModel:
 def position_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """NLL of each labelled token and the batch row it belongs to."""
-    lm = _causal_lm(model)
+    lm = causal_lm(model)
     targets = labels[:, 1:]
     rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
     if getattr(lm.config, "final_logit_softcapping", None):

@@ -1,0 +1,1 @@
+"""`feddqc bench`: measured costs (time, memory, bytes), written to benchmarks/*.json."""

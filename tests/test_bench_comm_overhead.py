@@ -1,0 +1,36 @@
+"""Communication and overhead benchmarks compute what they claim."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from feddqc_flwr.bench.communication import adapter_bytes
+from feddqc_flwr.bench.overhead import round_overhead
+from feddqc_flwr.model import ModelSpec
+
+
+def test_adapter_bytes_match_lora_shapes(tiny_model_dir: Path) -> None:
+    out = adapter_bytes(ModelSpec(name=str(tiny_model_dir), lora_r=4, lora_alpha=8), clients_per_round=2)
+    # 2 layers x (q: A 4x32 + B 32x4, v: A 4x32 + B 16x4) in the tiny Llama (hidden 32, kv 2 x 8)
+    assert out["parameters"] == 2 * (4 * 32 + 32 * 4 + 4 * 32 + 16 * 4)
+    assert out["raw_fp32_bytes"] == 4 * out["parameters"]
+    assert out["payload_fp32_bytes"] >= out["raw_fp32_bytes"] > out["payload_fp16_bytes"]
+    assert out["round_fp32_bytes"] == 4 * out["payload_fp32_bytes"]
+
+
+def test_overhead_is_wall_minus_measured_compute(tmp_path: Path) -> None:
+    lines = [
+        {"server_round": 0, "time": 100.0, "server_eval": {"seconds": 1.0}},
+        {"server_round": 1, "time": 130.0, "server_eval": {"seconds": 2.0},
+         "scoring": {"client-score-seconds": 10.0},
+         "clients": [{"train-seconds": 5.0, "score-seconds": 0.0}, {"train-seconds": 6.0, "score-seconds": 1.0}]},
+        {"server_round": 2, "time": 150.0, "server_eval": {"seconds": 2.0}, "scoring": {},
+         "clients": [{"train-seconds": 8.0, "score-seconds": 0.0}, {"train-seconds": 8.0, "score-seconds": 0.0}]},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = round_overhead(tmp_path / "metrics.jsonl")
+    assert [r["overhead_seconds"] for r in out["rounds"]] == pytest.approx([30 - 24, 20 - 18])
+    assert out["overhead_share"] == pytest.approx(8 / 50)
