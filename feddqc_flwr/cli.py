@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[2:]
+    args.command_line = "feddqc " + " ".join(sys.argv[1:] if argv is None else argv)
     args.func(args)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -24,13 +25,15 @@ def _scoring(args: argparse.Namespace) -> None:
     rows = list(split.pool.select(range(min(args.rows, len(split.pool)))))
     reference = list(split.test.select(range(min(args.reference_rows, len(split.test)))))
     bundle = load_model_bundle(ModelSpec(name=args.model, lora_r=args.lora_r, lora_alpha=2 * args.lora_r))
+    machine = describe_machine()
     protocol = {"samples_per_client": args.samples_per_client, "hierarchies": 3, "rounds": 100,
                 "participation": 0.4, "local_steps": 10}
     result = bench_scoring(bundle, rows, reference, template="alpaca", max_length=args.max_length,
                            batch_size=args.batch_size, repeats=args.repeats, train_batch=args.train_batch,
                            train_steps=args.train_steps, protocol=protocol)
-    result.update({"command": "feddqc bench scoring " + " ".join(args.argv), "model": args.model,
-                   "dataset": args.dataset, "peak_rss_mib": peak_rss_mib(), "machine": describe_machine()})
+    result.update({"command": args.command_line, "model": args.model,
+                   "dataset": args.dataset, "peak_rss_mib": peak_rss_mib(),
+                   "machine": {**machine, "load_average_at_end": os.getloadavg()}})
     out = _write(result, args.out)
     table = Table(title=f"scoring {len(rows)} rows, {result['tokens']} tokens ({out})")
     table.add_column("measure")
@@ -58,7 +61,7 @@ def _communication(args: argparse.Namespace) -> None:
     for r in args.lora_r:
         spec = ModelSpec(name=args.model, lora_r=r, lora_alpha=2 * r, target_modules=tuple(args.targets.split(",")))
         rows.append(adapter_bytes(spec, args.clients_per_round))
-    result = {"command": "feddqc bench comm " + " ".join(args.argv), "model": args.model, "adapters": rows,
+    result = {"command": args.command_line, "model": args.model, "adapters": rows,
               "machine": describe_machine()}
     path = _write(result, args.out)
     table = Table(title=f"bytes per adapter and per round ({path})")
@@ -73,7 +76,7 @@ def _communication(args: argparse.Namespace) -> None:
 
 def _overhead(args: argparse.Namespace) -> None:
     result = round_overhead(Path(args.run_dir) / "metrics.jsonl")
-    result.update({"command": "feddqc bench overhead " + " ".join(args.argv), "run_dir": args.run_dir,
+    result.update({"command": args.command_line, "run_dir": args.run_dir,
                    "machine": describe_machine()})
     path = _write(result, args.out)
     table = Table(title=f"Flower round overhead ({path})")
