@@ -94,8 +94,6 @@ def resolve_model_path(name: str) -> str:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
     config = AutoConfig.from_pretrained(folder, gguf_file=filename)
-    config.quantization_config = None
-    delattr(config, "quantization_config")
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
