@@ -1,7 +1,9 @@
 """A client's place in the hierarchy schedule, kept in `context.state` across rounds.
 
 Only sample indices and the client's own scores are stored, on the client: nothing here is
-sent to the server. `context.state` survives rounds in simulation and in deployment.
+sent to the server. `context.state` survives the rounds of one run, in simulation and, while the
+SuperNode process lives, in deployment; a restarted SuperNode or a new (resumed) run starts
+empty, and the client then scores its whole pool for the current stage.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class RunConfig:
     min_train_nodes: int
     fraction_evaluate: float
     round_timeout: float
+    min_train_replies: int
     scorer: str
     reference_rows: int
     threshold_mode: str
@@ -86,6 +87,7 @@ class RunConfig:
     eval_samples: int
     seed: int
     output_dir: str
+    resume_from: str
 
     @property
     def data_spec(self) -> DataSpec:
@@ -184,7 +186,7 @@ def _validate(cfg: RunConfig) -> None:
             f"run config 'hierarchies' = {cfg.hierarchies}: must be between 1 and "
             f"num-server-rounds ({cfg.num_server_rounds})"
         )
-    for key in ("min-train-nodes", "histogram-bins", "score-batch-size", "local-steps",
+    for key in ("min-train-nodes", "min-train-replies", "histogram-bins", "score-batch-size", "local-steps",
                 "batch-size", "grad-accum", "lora-r", "lora-alpha"):
         value = getattr(cfg, key.replace("-", "_"))
         if value < 1:
@@ -209,6 +211,8 @@ def _validate(cfg: RunConfig) -> None:
     _in_range("lr-max", cfg.lr_max, 0.0, 1.0, lo_open=True)
     _in_range("lr-min", cfg.lr_min, 0.0, cfg.lr_max)
     _in_range("round-timeout", cfg.round_timeout, 0.0, 7 * 24 * 3600.0, lo_open=True)
+    if cfg.resume_from != cfg.resume_from.strip():
+        raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: remove the surrounding spaces")
     if not cfg.target_modules:
         raise ConfigError("run config 'lora-target-modules' is empty: give module names or all-linear")
     if cfg.quantization != "none":

@@ -5,6 +5,8 @@ Layout of one run directory:
     metrics.jsonl         one JSON object per round (round 0 = before training)
     adapters/hierarchy-K  PEFT adapter at the end of each hierarchy (FedDQC)
     adapters/final        PEFT adapter after the last round
+    adapters/last         PEFT adapter after the last completed round, with state.json (round, lambda)
+                          and optimizer.npz (FedOpt moments): what `resume-from` continues from
     summary.json          final metrics, timings, paths
 """
 
@@ -13,14 +15,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from feddqc_flwr.config import RunConfig
+import numpy as np
+from flwr.app import ArrayRecord
+from peft import PeftModel
+from safetensors.torch import load_file
 
+from feddqc_flwr.config import ConfigError, RunConfig
+
+CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
+# Keys that fix the round schedule and the adapter's meaning: a resumed run must use the same.
+SCHEDULE_KEYS = ("method", "num-server-rounds", "hierarchies", "order", "strategy", "threshold-mode")
 PACKAGES = ("flwr", "torch", "transformers", "peft", "datasets", "flwr-datasets", "numpy")
 
 
@@ -78,6 +89,25 @@ class RunRecorder:
     def adapter_dir(self, name: str) -> Path:
         return self.run_dir / "adapters" / name
 
+    def save_checkpoint(self, model: PeftModel, state: dict[str, Any], optimizer: dict[str, np.ndarray]) -> None:
+        """Replace adapters/last with this round's adapter, state and optimizer moments.
+
+        Written to a staging folder and swapped in by renames, so a server killed while saving
+        leaves the previous round's complete checkpoint.
+        """
+        last = self.adapter_dir("last")
+        staging, old = last.with_name("last.new"), last.with_name("last.old")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        model.save_pretrained(staging)
+        (staging / CHECKPOINT_STATE).write_text(json.dumps(_jsonable(state), indent=2, sort_keys=True) + "\n")
+        if optimizer:
+            np.savez(staging / CHECKPOINT_OPTIMIZER, **optimizer)
+        if last.exists():
+            last.rename(old)
+        staging.rename(last)
+        shutil.rmtree(old, ignore_errors=True)
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         return self._write_json("summary.json", {"elapsed_seconds": time.time() - self.started,
                                                  "run_dir": str(self.run_dir), **summary})
@@ -86,3 +116,40 @@ class RunRecorder:
 def round_record(entry: Any, server_eval: dict[str, float]) -> dict[str, Any]:
     """One metrics line from the strategy's RoundLog plus the server-side evaluation."""
     return {**dataclasses.asdict(entry), "server_eval": server_eval, "time": time.time()}
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """What a resumed run needs: the global adapter after `completed_round`, lambda, optimizer state."""
+
+    completed_round: int
+    threshold: float | None
+    arrays: ArrayRecord
+    optimizer: dict[str, np.ndarray]
+
+
+def checkpoint_state(cfg: RunConfig, completed_round: int, threshold: float | None) -> dict[str, Any]:
+    config = cfg.as_dict()
+    return {"completed_round": completed_round, "threshold": threshold,
+            "schedule": {key: config[key] for key in SCHEDULE_KEYS}, "time": time.time()}
+
+
+def load_checkpoint(cfg: RunConfig) -> Checkpoint:
+    """The checkpoint under `resume-from`, checked against this run's schedule."""
+    folder = Path(cfg.resume_from).expanduser() / "adapters" / "last"
+    if not (folder / CHECKPOINT_STATE).is_file():
+        raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: no {folder / CHECKPOINT_STATE} "
+                          "(give a run directory of a run that completed at least one round)")
+    state = json.loads((folder / CHECKPOINT_STATE).read_text())
+    config = cfg.as_dict()
+    changed = {key: value for key, value in state["schedule"].items() if config[key] != value}
+    if changed:
+        raise ConfigError(f"run config 'resume-from': the checkpoint was made with other schedule settings "
+                          f"{changed}; use the same values to resume")
+    if state["completed_round"] >= cfg.num_server_rounds:
+        raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: that run already completed all "
+                          f"{cfg.num_server_rounds} rounds")
+    optimizer_path = folder / CHECKPOINT_OPTIMIZER
+    optimizer = dict(np.load(optimizer_path)) if optimizer_path.is_file() else {}
+    return Checkpoint(completed_round=int(state["completed_round"]), threshold=state["threshold"],
+                      arrays=ArrayRecord(load_file(folder / "adapter_model.safetensors")), optimizer=optimizer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from feddqc_flwr.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.data.client_data import load_eval_data, split_source
 from feddqc_flwr.evaluation import heldout_loss
 from feddqc_flwr.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
-from feddqc_flwr.results import RunRecorder, round_record
+from feddqc_flwr.results import RunRecorder, checkpoint_state, load_checkpoint, round_record
 from feddqc_flwr.scoring.registry import NEEDS_REFERENCE
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
 from feddqc_flwr.strategies.factory import build_base_strategy
@@ -50,7 +51,10 @@ def server_rows(cfg: RunConfig, test_rows: list[dict]) -> tuple[list[dict], list
 
 
 class RoundEnd:
-    """Flower's `evaluate_fn`, run after every round: held-out loss, metrics line, checkpoints."""
+    """Flower's `evaluate_fn`, run after every round: held-out loss, metrics line, checkpoints.
+
+    Flower numbers the rounds of this process from 1; a resumed run adds the rounds already done.
+    """
 
     def __init__(self, cfg: RunConfig, bundle: ModelBundle, strategy: FedDQCStrategy,
                  recorder: RunRecorder, eval_rows: list[dict]) -> None:
@@ -59,21 +63,28 @@ class RoundEnd:
         self.last_eval: dict[str, float] = {}
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        started = time.perf_counter()
+        server_round += self.strategy.round_offset
         set_adapter_arrays(self.bundle.model, arrays)
         metrics: dict[str, float] = {}
         if self.eval_rows:
             metrics["heldout-loss"] = heldout_loss(
                 self.bundle, self.eval_rows, template=self.cfg.prompt_template,
                 max_length=self.cfg.max_length, batch_size=self.cfg.score_batch_size)
+            metrics["seconds"] = time.perf_counter() - started  # for `feddqc bench overhead`
         self.last_eval = metrics
-        if server_round == 0:
-            self.recorder.write_round({"server_round": 0, "server_eval": metrics})
+        if server_round == self.strategy.round_offset:
+            resumed = {"resumed_from": self.cfg.resume_from} if self.cfg.resume_from else {}
+            self.recorder.write_round({"server_round": server_round, "server_eval": metrics,
+                                       "time": time.time(), **resumed})
             return MetricRecord(metrics) if metrics else None
         self.recorder.write_round(round_record(self.strategy.rounds[server_round], metrics))
         cfg = self.cfg
         if cfg.method == "feddqc" and is_hierarchy_end(server_round, cfg.num_server_rounds, cfg.stages):
             stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.stages)
             self.bundle.model.save_pretrained(self.recorder.adapter_dir(f"hierarchy-{stage}"))
+        self.recorder.save_checkpoint(self.bundle.model, checkpoint_state(cfg, server_round, self.strategy.threshold),
+                                      self.strategy.optimizer_state())
         return MetricRecord(metrics) if metrics else None
 
 
@@ -85,14 +96,21 @@ def main(grid: Grid, context: Context) -> None:
     np.random.seed(cfg.seed)
     eval_rows, reference_rows = server_rows(cfg, list(load_eval_data(cfg.data_spec)))
     bundle = load_model_bundle(spec_from_config(cfg))
-    recorder = RunRecorder(cfg, output_root(cfg))
     strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, reference_rows)
-    round_end = RoundEnd(cfg, bundle, strategy, recorder, eval_rows)
     initial_arrays = adapter_arrays(bundle.model)
+    if cfg.resume_from:
+        checkpoint = load_checkpoint(cfg)
+        strategy.resume(checkpoint.completed_round, checkpoint.threshold)
+        strategy.load_optimizer_state(checkpoint.optimizer)
+        initial_arrays = checkpoint.arrays
+        log.info("resuming %s after round %d (lambda=%s)", cfg.resume_from, checkpoint.completed_round,
+                 checkpoint.threshold)
+    recorder = RunRecorder(cfg, output_root(cfg))
+    round_end = RoundEnd(cfg, bundle, strategy, recorder, eval_rows)
     result = strategy.start(
         grid=grid,
         initial_arrays=initial_arrays,
-        num_rounds=cfg.num_server_rounds,
+        num_rounds=cfg.num_server_rounds - strategy.round_offset,
         timeout=cfg.round_timeout,
         train_config=ConfigRecord(),
         evaluate_config=ConfigRecord(),
@@ -111,6 +129,9 @@ def main(grid: Grid, context: Context) -> None:
         "skipped_rows": dict(split_source(cfg.data_spec).skipped),
         "failures": sum(r.failures for r in strategy.rounds.values()),
         "excluded_replies": sum(r.excluded for r in strategy.rounds.values()),
+        "missing_replies": sum(r.missing for r in strategy.rounds.values()),
+        "rounds_not_aggregated": [r.server_round for r in strategy.rounds.values() if not r.aggregated],
+        "resumed_from": cfg.resume_from or None,
     })
     message = (f"FedDQC run finished.\n  adapter (PEFT): {final_dir}\n  metrics: {recorder.metrics_path}\n"
                f"  summary: {summary_path}")

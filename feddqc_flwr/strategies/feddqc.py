@@ -4,7 +4,9 @@ It wraps one of Flower's strategies (which does the LoRA aggregation) and adds, 
 learning rate (cosine by round), the hierarchy index, the re-score flag and lambda. At the first
 round of each hierarchy it asks every connected client to re-score its pool with the current
 global adapter and to report a histogram, and turns that into lambda (see selection.threshold).
-Replies that carry no examples or non-finite weights are left out of the aggregate and logged.
+Replies that carry no examples or non-finite weights are left out of the aggregate and logged;
+failed or missing replies (a node that died) are logged, and a round with fewer than
+`min-train-replies` usable replies keeps the previous global adapter.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +34,7 @@ log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --strea
 SCORE_QUERY = f"{MessageType.QUERY}.score"
 REFERENCE_KEY = "reference-rows"  # JSON rows for scorers that compare against anchors
 HISTOGRAM_QUERY = f"{MessageType.QUERY}.histogram"
+OPTIMIZER_STATE = ("m_t", "v_t")  # FedOpt moments (FedAdagrad/FedYogi/FedAdam); FedAvgM momentum is not kept
 
 
 def cosine_lr(server_round: int, num_rounds: int, lr_max: float, lr_min: float) -> float:
@@ -53,8 +56,11 @@ class RoundLog:
     train: dict[str, float] = field(default_factory=dict)
     clients: list[dict[str, float]] = field(default_factory=list)
     evaluate: dict[str, float] = field(default_factory=dict)
+    sent: int = 0
     failures: int = 0
+    missing: int = 0
     excluded: int = 0
+    aggregated: bool = False
 
 
 class FedDQCStrategy(Strategy):
@@ -66,6 +72,24 @@ class FedDQCStrategy(Strategy):
         self.reference_rows = reference_rows or []
         self.threshold: float | None = cfg.ira_lambda if cfg.threshold_mode == "lambda" else None
         self.rounds: dict[int, RoundLog] = {}
+        self.round_offset = 0  # rounds already done by the run this one resumes
+
+    def resume(self, completed_round: int, threshold: float | None) -> None:
+        """Continue a run after `completed_round`: Flower's round 1 becomes completed_round + 1."""
+        self.round_offset = completed_round
+        self.threshold = threshold
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The server optimizer's moments as '<moment>/<array key>', for the per-round checkpoint."""
+        return {f"{name}/{key}": value for name in OPTIMIZER_STATE
+                for key, value in (getattr(self.base, name, None) or {}).items()}
+
+    def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore `optimizer_state()`, so a resumed FedOpt run does not restart its moments at zero."""
+        for name in OPTIMIZER_STATE:
+            moments = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}/")}
+            if moments:
+                setattr(self.base, name, moments)
 
     def summary(self) -> None:
         log.info("FedDQC(method=%s, stages=%d, threshold-mode=%s) around:", self.cfg.method,
@@ -75,6 +99,7 @@ class FedDQCStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         cfg = self.cfg
+        server_round += self.round_offset
         stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.stages)
         rescore = cfg.method == "feddqc" and is_hierarchy_start(server_round, cfg.num_server_rounds,
                                                                   cfg.stages)
@@ -92,7 +117,9 @@ class FedDQCStrategy(Strategy):
             "lr": entry.lr,
             "lambda": self.threshold if self.threshold is not None else -math.inf,
         })
-        return self.base.configure_train(server_round, arrays, round_config, grid)
+        messages = list(self.base.configure_train(server_round, arrays, round_config, grid))
+        entry.sent = len(messages)
+        return messages
 
     def _query_all(self, grid: Grid, message_type: str, content: RecordDict) -> list[Message]:
         node_ids = list(grid.get_node_ids())
@@ -146,11 +173,18 @@ class FedDQCStrategy(Strategy):
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        server_round += self.round_offset
         entry = self.rounds[server_round]
+        entry.missing = max(0, entry.sent - len(replies))
+        if entry.missing:
+            log.warning("round %d: %d of %d nodes sent no reply within round-timeout", server_round,
+                        entry.missing, entry.sent)
         usable: list[Message] = []
         for reply in replies:
             if reply.has_error():
                 entry.failures += 1
+                log.warning("round %d: node %s failed: %s", server_round, reply.metadata.src_node_id,
+                            reply.error.reason)
                 continue
             metrics, arrays = reply.content["metrics"], reply.content["arrays"]
             if float(metrics["num-examples"]) <= 0 or not arrays_are_finite(arrays):
@@ -161,15 +195,22 @@ class FedDQCStrategy(Strategy):
             usable.append(reply)
             entry.clients.append({"node": float(reply.metadata.src_node_id),
                                   **{k: float(v) for k, v in metrics.items()}})
+        if len(usable) < self.cfg.min_train_replies:
+            log.warning("round %d: %d usable replies, fewer than min-train-replies = %d: the global adapter "
+                        "stays as it was", server_round, len(usable), self.cfg.min_train_replies)
+            return None, None
+        entry.aggregated = True
         arrays, metrics = self.base.aggregate_train(server_round, usable)
         entry.train = dict(metrics) if metrics is not None else {}
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        server_round += self.round_offset
         return self.base.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.round_offset
         metrics = self.base.aggregate_evaluate(server_round, list(replies))
         if metrics is not None:
             self.rounds[server_round].evaluate = dict(metrics)

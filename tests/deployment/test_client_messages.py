@@ -1,0 +1,113 @@
+"""What a ClientApp sends: every reply of the protocol, inspected on the wire format.
+
+The ClientApp is driven in-process with the messages the server sends (score query, histogram
+query, train, evaluate), so every reply can be serialized exactly as the SuperNode does and
+searched for the client's text and token ids.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app.metadata import Metadata
+from flwr.common.serde import message_to_proto
+from flwr.supercore.task_identity import TaskIdentity
+
+from feddqc_flwr.client_app import app
+from feddqc_flwr.config import parse_run_config
+from feddqc_flwr.data.client_data import load_client_data
+from feddqc_flwr.model import adapter_arrays, load_model_bundle, spec_from_config
+from feddqc_flwr.training import encode_for_training
+from tests.helpers import default_run_config
+
+BINS = 16
+
+
+@pytest.fixture(autouse=True)
+def _run_identity():
+    """Replies are stamped with the run id of the process; a ClientApp process sets it."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
+    yield
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+
+
+@pytest.fixture()
+def client(tiny_model_dir: Path) -> tuple[Context, ArrayRecord]:
+    raw = default_run_config()
+    raw.update({"model": str(tiny_model_dir), "dataset": "demo", "local-steps": 2, "batch-size": 2,
+                "max-length": 96, "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
+                "histogram-bins": BINS})
+    cfg = parse_run_config(raw)
+    context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 2},
+                      state=RecordDict(), run_config=raw)
+    return context, adapter_arrays(load_model_bundle(spec_from_config(cfg)).model)
+
+
+def _send(context: Context, message_type: str, content: RecordDict) -> Message:
+    metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
+                        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
+                        message_type=message_type)
+    return app(Message(content=content, metadata=metadata), context)
+
+
+def _train(context: Context, arrays: ArrayRecord, lr: float) -> Message:
+    config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": False, "lr": lr, "lambda": -1e9})
+    return _send(context, "train", RecordDict({"arrays": arrays, "config": config}))
+
+
+def _client_texts(context: Context) -> list[str]:
+    cfg = parse_run_config(context.run_config)
+    data = load_client_data(cfg.data_spec, 0, 2)
+    rows = list(data.train) + list(data.valid)
+    return [s for row in rows for s in (row["instruction"], row["input"], row["response"]) if len(s) >= 12]
+
+
+def test_no_text_or_token_ids_leave_the_client(client) -> None:
+    context, arrays = client
+    config = ConfigRecord({"server-round": 1, "hierarchy": 1})
+    replies = {"query.score": _send(context, "query.score", RecordDict({"arrays": arrays, "config": config}))}
+    edges = ConfigRecord({"server-round": 1, "edges": np.linspace(-5, 5, BINS + 1).tolist()})
+    replies["query.histogram"] = _send(context, "query.histogram", RecordDict({"config": edges}))
+    replies["train"] = _train(context, arrays, lr=1e-3)
+    replies["evaluate"] = _send(context, "evaluate", RecordDict({"arrays": arrays, "config": ConfigRecord()}))
+
+    texts = _client_texts(context)
+    cfg = parse_run_config(context.run_config)
+    bundle = load_model_bundle(spec_from_config(cfg))
+    token_rows = [list(map(int, ids)) for ids in encode_for_training(
+        load_client_data(cfg.data_spec, 0, 2).train, bundle.tokenizer, cfg.prompt_template, cfg.max_length
+    )["input_ids"]]
+    assert texts and token_rows
+    for kind, reply in replies.items():
+        assert not reply.has_error(), (kind, reply.error)
+        content = reply.content
+        assert not content.config_records, kind  # clients send no free-form config back
+        for record in content.array_records.values():
+            assert set(record) == set(arrays), kind  # exactly the LoRA adapter tensors
+            assert all(a.dtype == "float32" for a in record.values()), kind
+        for record in content.metric_records.values():
+            for key, value in record.items():
+                if isinstance(value, list):  # only histogram counts: one per bin, summing to the pool
+                    assert kind == "query.histogram" and key in ("counts", "bad-counts") and len(value) == BINS
+                else:
+                    assert isinstance(value, int | float) and not isinstance(value, bool), (kind, key)
+        wire = message_to_proto(reply).SerializeToString()
+        for text in texts:
+            assert text.encode() not in wire, (kind, text)
+        for ids in token_rows:  # no run of 8 token ids, in any integer encoding numpy could use
+            for dtype in ("<i8", "<i4", "<f4"):
+                assert np.asarray(ids[:8], dtype=dtype).tobytes() not in wire, (kind, dtype)
+    counts = replies["query.histogram"].content["metrics"]["counts"]
+    assert sum(counts) <= replies["query.score"].content["metrics"]["count"]
+
+
+def test_nan_training_replies_an_error_not_weights(client) -> None:
+    """A learning rate this large drives the LoRA weights to NaN/inf: the reply must be an Error."""
+    context, arrays = client
+    reply = _train(context, arrays, lr=1e30)
+    assert reply.has_error() and not reply.has_content()
+    assert "non-finite" in reply.error.reason
