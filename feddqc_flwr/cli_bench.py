@@ -7,13 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from feddqc_flwr.bench.communication import adapter_bytes
 from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
 from feddqc_flwr.bench.overhead import round_overhead
 from feddqc_flwr.bench.scoring import bench_scoring
+from feddqc_flwr.cli_table import show_table
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.model import ModelSpec, load_model_bundle
@@ -35,18 +33,12 @@ def _scoring(args: argparse.Namespace) -> None:
                    "dataset": args.dataset, "peak_rss_mib": peak_rss_mib(),
                    "machine": {**machine, "load_average_at_end": os.getloadavg()}})
     out = _write(result, args.out)
-    table = Table(title=f"scoring {len(rows)} rows, {result['tokens']} tokens ({out})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result["seconds"].items():
-        table.add_row(f"{key} (s)", f"{value:.3f}")
-    for key in ("ira_over_lower_bound", "ira_over_plain_forward", "speedup_vs_one_sample_loop",
-                "max_abs_diff_vs_one_sample_loop", "rows_per_second", "peak_rss_mib"):
-        table.add_row(key, f"{result[key]:.4g}")
-    table.add_row("scoring / training (paper protocol)", f"{result['protocol']['scoring_over_training']:.4f}")
-    for name, cost in result["scorers"].items():
-        table.add_row(f"{name} / ira", f"{cost['relative_to_ira']:.2f}")
-    Console().print(table)
+    rows = [[f"{key} (s)", f"{value:.3f}"] for key, value in result["seconds"].items()]
+    rows += [[key, f"{result[key]:.4g}"] for key in ("ira_over_lower_bound", "ira_over_plain_forward",
+             "speedup_vs_one_sample_loop", "max_abs_diff_vs_one_sample_loop", "rows_per_second", "peak_rss_mib")]
+    rows.append(["scoring / training (paper protocol)", f"{result['protocol']['scoring_over_training']:.4f}"])
+    rows += [[f"{name} / ira", f"{cost['relative_to_ira']:.2f}"] for name, cost in result["scorers"].items()]
+    show_table(f"scoring {result['rows']} rows, {result['tokens']} tokens ({out})", ["measure", "value"], rows)
 
 
 def _write(result: dict, out: str) -> Path:
@@ -64,14 +56,11 @@ def _communication(args: argparse.Namespace) -> None:
     result = {"command": args.command_line, "model": args.model, "adapters": rows,
               "machine": describe_machine()}
     path = _write(result, args.out)
-    table = Table(title=f"bytes per adapter and per round ({path})")
-    for column in ("lora r", "parameters", "raw fp32 MB", "payload fp32 MB", "payload fp16 MB", "round fp32 MB"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(str(row["lora_r"]), str(row["parameters"]), f"{row['raw_fp32_bytes'] / 1e6:.3f}",
-                      f"{row['payload_fp32_bytes'] / 1e6:.3f}", f"{row['payload_fp16_bytes'] / 1e6:.3f}",
-                      f"{row['round_fp32_bytes'] / 1e6:.3f}")
-    Console().print(table)
+    show_table(f"bytes per adapter and per round ({path})",
+               ["lora r", "parameters", "raw fp32 MB", "payload fp32 MB", "payload fp16 MB", "round fp32 MB"],
+               [[row["lora_r"], row["parameters"], *(f"{row[key] / 1e6:.3f}" for key in (
+                   "raw_fp32_bytes", "payload_fp32_bytes", "payload_fp16_bytes", "round_fp32_bytes"))]
+                for row in rows], right_align=True)
 
 
 def _overhead(args: argparse.Namespace) -> None:
@@ -79,15 +68,12 @@ def _overhead(args: argparse.Namespace) -> None:
     result.update({"command": args.command_line, "run_dir": args.run_dir,
                    "machine": describe_machine()})
     path = _write(result, args.out)
-    table = Table(title=f"Flower round overhead ({path})")
-    for column in ("round", "wall s", "compute s", "overhead s", "overhead share"):
-        table.add_column(column, justify="right")
-    for r in result["rounds"]:
-        table.add_row(str(r["round"]), f"{r['wall_seconds']:.1f}", f"{r['compute_seconds']:.1f}",
-                      f"{r['overhead_seconds']:.1f}", f"{r['overhead_share']:.1%}")
-    table.add_row("all", f"{result['wall_seconds']:.1f}", "", f"{result['overhead_seconds']:.1f}",
-                  f"{result['overhead_share']:.1%}")
-    Console().print(table)
+    rows = [[r["round"], f"{r['wall_seconds']:.1f}", f"{r['compute_seconds']:.1f}", f"{r['overhead_seconds']:.1f}",
+             f"{r['overhead_share']:.1%}"] for r in result["rounds"]]
+    rows.append(["all", f"{result['wall_seconds']:.1f}", "", f"{result['overhead_seconds']:.1f}",
+                 f"{result['overhead_share']:.1%}"])
+    show_table(f"Flower round overhead ({path})", ["round", "wall s", "compute s", "overhead s", "overhead share"],
+               rows, right_align=True)
 
 
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -16,30 +16,13 @@ from typing import Any
 
 from datasets import concatenate_datasets
 
+from feddqc_flwr.cli_table import show_table
 from feddqc_flwr.data.client_data import load_client_data, split_source
 from feddqc_flwr.data.corruption import TYPES, bad_type_counts, corrupt_dataset
 from feddqc_flwr.data.partition import SCHEMES
 from feddqc_flwr.data.spec import DataSpec
 
 _TYPE_ORDER = ("clean", *TYPES)
-
-
-def _show(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    """A rich table when rich is installed, plain aligned text otherwise."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print(title)
-        for line in [header, *rows]:
-            print("  " + " | ".join(str(c) for c in line))
-        return
-    table = Table(title=title)
-    for name in header:
-        table.add_column(name)
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
-    Console(width=140).print(table)
 
 
 def _clip(text: str, width: int = 70) -> str:
@@ -65,14 +48,14 @@ def inspect(spec: DataSpec, num_partitions: int, examples: int = 2) -> list[dict
                 example_rows.append([pid, row["sample_id"], row["bad_type"], _clip(row["instruction"], 40),
                                      _clip(row["response"])])
     split = split_source(spec)
-    _show(f"{spec.source}: {num_partitions} client(s), partitioner={spec.partitioner}, "
+    show_table(f"{spec.source}: {num_partitions} client(s), partitioner={spec.partitioner}, "
           f"corrupt={spec.corrupt_type}",
           ["client", "train", "valid", "bad", "bad ratio", "groups", "types"],
           [[s["client"], s["train"], s["valid"], s["bad"], f"{s['bad_ratio']:.2f}", s["groups"],
             ", ".join(f"{t}={s['types'][t]}" for t in _TYPE_ORDER if t in s["types"])] for s in summary])
-    _show("rows", ["split", "rows"], [["train pool", len(split.pool)], ["global test", len(split.test)]])
-    _show("skipped rows", ["reason", "count"], [[r, c] for r, c in sorted(split.skipped.items())] or [["none", 0]])
-    _show("example training rows", ["client", "id", "type", "instruction", "response"], example_rows)
+    show_table("rows", ["split", "rows"], [["train pool", len(split.pool)], ["global test", len(split.test)]])
+    show_table("skipped rows", ["reason", "count"], [[r, c] for r, c in sorted(split.skipped.items())] or [["none", 0]])
+    show_table("example training rows", ["client", "id", "type", "instruction", "response"], example_rows)
     return summary
 
 
@@ -87,7 +70,7 @@ def corrupt(spec: DataSpec, out_path: str | Path) -> dict[str, int]:
         for row in ds:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     counts = bad_type_counts(ds)
-    _show(f"wrote {len(ds)} rows to {out}", ["type", "rows"],
+    show_table(f"wrote {len(ds)} rows to {out}", ["type", "rows"],
           [[t, counts[t]] for t in _TYPE_ORDER if t in counts])
     return counts
 

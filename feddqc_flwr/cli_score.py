@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from feddqc_flwr.cli_table import show_table
 from feddqc_flwr.config import TEMPLATES
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.corruption import TYPES, corrupt_rows
@@ -32,14 +30,9 @@ def _fmt(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.4g}"
 
 
-def _table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+def _show(title: str, metrics: dict[str, dict[str, float]]) -> None:
     columns = list(next(iter(metrics.values())))
-    table = Table(title=title)
-    for name in ["", *columns]:
-        table.add_column(name)
-    for label, row in metrics.items():
-        table.add_row(label, *(_fmt(row[c]) for c in columns))
-    return table
+    show_table(title, ["", *columns], [[label, *(_fmt(row[c]) for c in columns)] for label, row in metrics.items()])
 
 
 def score_dataset(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,12 +56,10 @@ def score_dataset(args: argparse.Namespace) -> dict[str, Any]:
     flags, types = [r["is_bad"] for r in rows], [r["bad_type"] for r in rows]
     overall = selection_quality(scores, flags, args.retention)
     by_type = quality_by_type(scores, flags, types, args.retention)
-    console = Console(width=140)
-    console.print(_table(f"{args.scorer} on {args.dataset} ({len(rows)} rows, retention {args.retention})",
-                         {"all": overall}))
+    _show(f"{args.scorer} on {args.dataset} ({len(rows)} rows, retention {args.retention})", {"all": overall})
     if by_type:
-        console.print(_table("per corruption type (vs clean rows)", by_type))
-    console.print(f"scored {len(rows)} rows in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):.1f} rows/s); "
+        _show("per corruption type (vs clean rows)", by_type)
+    print(f"scored {len(rows)} rows in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):.1f} rows/s); "
                   f"wrote {out}")
     return {"overall": overall, "by_type": by_type, "seconds": seconds}
 

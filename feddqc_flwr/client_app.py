@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from datasets import Dataset
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
@@ -57,6 +58,11 @@ class ClientSetup:
     data: ClientData
     partition_id: int
 
+    @property
+    def seed(self) -> int:
+        """This client's seed: distinct per client, fixed by the run's seed."""
+        return self.cfg.seed * 1_000_003 + self.partition_id
+
 
 def _client_data(cfg: RunConfig, context: Context) -> ClientData:
     return load_client_data(cfg.data_spec, int(context.node_config["partition-id"]),
@@ -85,8 +91,7 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
     cfg, bundle = setup.cfg, setup.bundle
     scoring = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=cfg.prompt_template,
                              max_length=cfg.max_length, batch_size=cfg.score_batch_size, device=bundle.device,
-                             reference_rows=_reference_rows(context),
-                             seed=cfg.seed * 1_000_003 + setup.partition_id)
+                             reference_rows=_reference_rows(context), seed=setup.seed)
     scores = get_scorer(cfg.scorer).score(list(setup.data.train.select(progress.pool)), scoring)
     progress.scored_stage, progress.scored_ids = stage, list(progress.pool)
     progress.scores = scores.tolist()
@@ -138,8 +143,7 @@ def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, 
     if progress.scored_stage != stage:
         seconds = _score_pool(setup, progress, stage, context)
     chosen = select_stage(progress.scored_ids, progress.score_array(), threshold, stage,
-                          setup.cfg.stages, order=setup.cfg.order,
-                          seed=setup.cfg.seed * 1_000_003 + setup.partition_id)
+                          setup.cfg.stages, order=setup.cfg.order, seed=setup.seed)
     progress.stage_train = chosen.train_ids
     progress.pool = chosen.waiting_ids
     progress.dropped += len(chosen.dropped_ids)
@@ -147,14 +151,12 @@ def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, 
     return seconds
 
 
-def _selection_quality(setup: ClientSetup, progress: ClientProgress, kept_share: float) -> dict[str, float]:
-    """AUROC and removal quality of this stage's scores against the corruption flags.
+def _selection_quality(scores: np.ndarray, rows: Dataset, kept_share: float) -> dict[str, float]:
+    """AUROC and removal quality of scores against the rows' corruption flags.
 
-    Flags exist only for synthetic corruption; on real data every value is NaN. The keys are
-    the same in every reply, as Flower's strategies require.
+    Flags exist only for synthetic corruption; on real data, or with no scores, every value is
+    NaN. The keys are the same in every reply, as Flower's strategies require.
     """
-    rows = setup.data.train.select(progress.scored_ids)
-    scores = progress.score_array()
     quality = selection_quality(scores, rows["is_bad"], kept_share) if len(scores) else {}
     by_type = quality_by_type(scores, rows["is_bad"], rows["bad_type"], kept_share) if len(scores) else {}
     out = {key.replace("_", "-"): float(quality.get(key, np.nan))
@@ -179,7 +181,7 @@ def _quality_metrics(setup: ClientSetup, progress: ClientProgress, threshold: fl
         "score-q10": float(quantiles[0]),
         "score-q50": float(quantiles[1]),
         "score-q90": float(quantiles[2]),
-        **_selection_quality(setup, progress, kept / max(1, len(scores))),
+        **_selection_quality(scores, setup.data.train.select(progress.scored_ids), kept / max(1, len(scores))),
     }
 
 
@@ -189,8 +191,8 @@ def _baseline_metrics(setup: ClientSetup) -> dict[str, float]:
     nan = float("nan")
     return {"pool": n, "kept": n, "dropped": 0.0, "stage-train": n,
             "stage-bad": float(sum(bool(f) for f in setup.data.train["is_bad"])),
-            "score-q10": nan, "score-q50": nan, "score-q90": nan, "auroc": nan, "kept-clean-fraction": nan,
-            "removal-precision": nan, "removal-recall": nan, **{f"auroc-{t}": nan for t in BASE_TYPES}}
+            "score-q10": nan, "score-q50": nan, "score-q90": nan,
+            **_selection_quality(np.zeros(0), setup.data.train, 1.0)}
 
 
 @app.train()
@@ -222,7 +224,7 @@ def train(msg: Message, context: Context) -> Message:
         steps=cfg.local_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
         learning_rate=float(round_cfg["lr"]), max_length=cfg.max_length, template=cfg.prompt_template,
         proximal_mu=float(round_cfg.get("proximal-mu", 0.0)),
-        seed=cfg.seed * 1_000_003 + server_round * 101 + setup.partition_id,
+        seed=setup.seed + server_round * 101,
     ))
     arrays: ArrayRecord = adapter_arrays(setup.bundle.model)
     if not result.finite or not arrays_are_finite(arrays):
