@@ -8,6 +8,8 @@ import sys
 
 from feddqc_flwr.cli_bench import add_bench_commands
 from feddqc_flwr.cli_data import add_data_commands
+from feddqc_flwr.cli_experiment import add_experiment_command
+from feddqc_flwr.cli_report import add_report_command
 from feddqc_flwr.cli_score import add_score_command
 from feddqc_flwr.model import BUNDLED_MODELS, resolve_model_path
 
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_score_command(sub)
     add_bench_commands(sub)
+    add_experiment_command(sub)
+    add_report_command(sub)
     return parser
 
 

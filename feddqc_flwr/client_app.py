@@ -37,6 +37,7 @@ from feddqc_flwr.model import (
     set_adapter_arrays,
     spec_from_config,
 )
+from feddqc_flwr.results import client_local_dir
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.registry import get_scorer
 from feddqc_flwr.selection.hierarchy import select_stage
@@ -44,6 +45,7 @@ from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_qua
 from feddqc_flwr.selection.threshold import local_histogram
 from feddqc_flwr.strategies.feddqc import REFERENCE_KEY
 from feddqc_flwr.training import LocalTrainConfig, train_adapter
+from feddqc_flwr.training_dynamics import append_round, response_probabilities
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ClientApp()
@@ -195,12 +197,23 @@ def _baseline_metrics(setup: ClientSetup) -> dict[str, float]:
             **_selection_quality(np.zeros(0), setup.data.train, 1.0)}
 
 
+def _record_dynamics(setup: ClientSetup, context: Context, server_round: int) -> None:
+    """Per-sample response probabilities under the received global adapter, kept node-local."""
+    cfg = setup.cfg
+    probs = response_probabilities(setup.bundle, setup.data.train, template=cfg.prompt_template,
+                                   max_length=cfg.max_length, batch_size=cfg.score_batch_size)
+    path = client_local_dir(cfg, context.run_id) / f"partition-{setup.partition_id}.jsonl"
+    append_round(path, server_round, setup.partition_id, setup.data.train, probs)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the global adapter on this hierarchy's subset and send the update back."""
     setup = _setup(msg, context)
     cfg, round_cfg = setup.cfg, msg.content["config"]
     server_round = int(round_cfg["server-round"])
+    if cfg.data_map:
+        _record_dynamics(setup, context, server_round)
     score_seconds = 0.0
     if cfg.method == "feddqc":
         stage, threshold = int(round_cfg["hierarchy"]), float(round_cfg["lambda"])

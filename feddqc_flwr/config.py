@@ -86,6 +86,7 @@ class RunConfig:
     test_fraction: float
     eval_samples: int
     seed: int
+    data_map: bool
     output_dir: str
     resume_from: str
 

@@ -8,6 +8,10 @@ Layout of one run directory:
     adapters/last         PEFT adapter after the last completed round, with state.json (round, lambda)
                           and optimizer.npz (FedOpt moments): what `resume-from` continues from
     summary.json          final metrics, timings, paths
+
+Clients write node-local files (the data map's per-sample probabilities) under
+<output-dir>/client-local/run-<run id>/ on their own machine; config.json records the run id so
+`feddqc report` can find them when server and clients share a disk (simulation).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -65,17 +70,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+def output_root(cfg: RunConfig) -> Path:
+    """A relative output-dir is taken from $FEDDQC_OUTPUT_ROOT, else the working directory."""
+    path = Path(cfg.output_dir).expanduser()
+    return path if path.is_absolute() else Path(os.environ.get("FEDDQC_OUTPUT_ROOT", ".")) / path
+
+
+def client_local_dir(cfg: RunConfig, run_id: int) -> Path:
+    """Where a client keeps its node-local files for one run (never sent to the server)."""
+    return output_root(cfg) / "client-local" / f"run-{run_id}"
+
+
 class RunRecorder:
     """Writes one run's files; every write is complete JSON so a killed run leaves valid files."""
 
-    def __init__(self, cfg: RunConfig, output_root: Path) -> None:
+    def __init__(self, cfg: RunConfig, output_root: Path, run_id: int = 0) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = (output_root / f"{stamp}-{cfg.method}-{cfg.strategy}-seed{cfg.seed}").resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.started = time.time()
         self._write_json("config.json", {"run_config": cfg.as_dict(), "packages": package_versions(),
-                                         "git_commit": git_commit()})
+                                         "git_commit": git_commit(), "run_id": run_id})
 
     def _write_json(self, name: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / name

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +14,7 @@ from feddqc_flwr.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.data.client_data import load_eval_data, split_source
 from feddqc_flwr.evaluation import heldout_loss
 from feddqc_flwr.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
-from feddqc_flwr.results import RunRecorder, checkpoint_state, load_checkpoint, round_record
+from feddqc_flwr.results import RunRecorder, checkpoint_state, load_checkpoint, output_root, round_record
 from feddqc_flwr.scoring.registry import NEEDS_REFERENCE
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
 from feddqc_flwr.strategies.factory import build_base_strategy
@@ -24,12 +22,6 @@ from feddqc_flwr.strategies.feddqc import FedDQCStrategy
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ServerApp()
-
-
-def output_root(cfg: RunConfig) -> Path:
-    """A relative output-dir is taken from $FEDDQC_OUTPUT_ROOT, else the working directory."""
-    path = Path(cfg.output_dir).expanduser()
-    return path if path.is_absolute() else Path(os.environ.get("FEDDQC_OUTPUT_ROOT", ".")) / path
 
 
 def server_rows(cfg: RunConfig, test_rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -105,7 +97,7 @@ def main(grid: Grid, context: Context) -> None:
         initial_arrays = checkpoint.arrays
         log.info("resuming %s after round %d (lambda=%s)", cfg.resume_from, checkpoint.completed_round,
                  checkpoint.threshold)
-    recorder = RunRecorder(cfg, output_root(cfg))
+    recorder = RunRecorder(cfg, output_root(cfg), context.run_id)
     round_end = RoundEnd(cfg, bundle, strategy, recorder, eval_rows)
     result = strategy.start(
         grid=grid,

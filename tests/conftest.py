@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +37,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def flwr_env(tmp_path: Path):
+    """An isolated FLWR_HOME and ports, so the managed local SuperLink is ours alone."""
+    http_port, control_port = _free_port(), _free_port()
+    env = {**os.environ,
+           "FLWR_HOME": str(tmp_path / "flwr-home"),
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
+           "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    yield env
+    subprocess.run(["pkill", "-f", f"flower-superlink .*--port {http_port}"], check=False)

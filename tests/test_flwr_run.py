@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from feddqc_flwr.report.build import write_report
+from feddqc_flwr.report.plots import RUN_PLOTS
+from feddqc_flwr.report.run_data import load_run
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def flwr_env(tmp_path: Path):
-    """An isolated FLWR_HOME and ports, so the managed local SuperLink is ours alone."""
-    http_port, control_port = _free_port(), _free_port()
-    env = {**os.environ,
-           "FLWR_HOME": str(tmp_path / "flwr-home"),
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
-           "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    yield env
-    subprocess.run(["pkill", "-f", f"flower-superlink .*--port {http_port}"], check=False)
 
 
 def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model_dir: Path, flwr_env) -> None:
@@ -46,6 +26,7 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
         "local-steps = 1", "batch-size = 2", "max-length = 96", "max-samples = 0",
         "max-response-words = 0", "eval-samples = 4", "lora-r = 4", "lora-alpha = 8",
         "retention = 0.6", "lr-max = 0.05", "fraction-evaluate = 1.0", f'output-dir = "{out}"',
+        "data-map = true",
     ]) + "\n")
     flwr = shutil.which("flwr", path=flwr_env["PATH"])
     proc = subprocess.run(
@@ -82,3 +63,18 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and any(torch.count_nonzero(p) > 0 for p in lora_b)  # training moved the adapter
     assert "adapter (PEFT):" in log
+
+    # Report: every figure has data in this run (histograms, updates, node-local data map).
+    assert len(first["histogram"]["counts"]) == len(first["histogram"]["edges"]) - 1
+    assert sum(first["histogram"]["counts"]) == first["scoring"]["scored"]
+    similarity = first["update_similarity"]
+    assert len(similarity) == 2 and similarity[0][0] == 1.0 and -1.0 <= similarity[0][1] <= 1.0
+    report = write_report(run, run, "md")
+    text = report.read_text()
+    for name in RUN_PLOTS:
+        assert (run / f"{name}.png").stat().st_size > 5000, name
+        assert f"({name}.png)" in text, name
+    points = load_run(run).data_map
+    assert {p["rounds"] for p in points} == {3}  # one probability per round before training
+    assert len(points) == sum(c["pool"] for c in first["clients"])
+    assert all(0.0 < p["confidence"] < 1.0 for p in points)

@@ -28,6 +28,7 @@ from feddqc_flwr.model import arrays_are_finite
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
 from feddqc_flwr.selection.histogram_metrics import histogram_auroc, selection_at_threshold
 from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
+from feddqc_flwr.strategies.update_similarity import cosine_matrix, flat_update
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
@@ -56,6 +57,8 @@ class RoundLog:
     train: dict[str, float] = field(default_factory=dict)
     clients: list[dict[str, float]] = field(default_factory=list)
     evaluate: dict[str, float] = field(default_factory=dict)
+    histogram: dict[str, list[float]] = field(default_factory=dict)  # global edges, counts, bad counts
+    update_similarity: list[list[float]] = field(default_factory=list)  # clients x clients cosine
     sent: int = 0
     failures: int = 0
     missing: int = 0
@@ -73,6 +76,7 @@ class FedDQCStrategy(Strategy):
         self.threshold: float | None = cfg.ira_lambda if cfg.threshold_mode == "lambda" else None
         self.rounds: dict[int, RoundLog] = {}
         self.round_offset = 0  # rounds already done by the run this one resumes
+        self._sent: ArrayRecord | None = None  # the global adapter of the current round
 
     def resume(self, completed_round: int, threshold: float | None) -> None:
         """Continue a run after `completed_round`: Flower's round 1 becomes completed_round + 1."""
@@ -109,6 +113,7 @@ class FedDQCStrategy(Strategy):
         if rescore:
             entry.scoring = self._calibrate(server_round, stage, arrays, grid)
         entry.threshold = self.threshold
+        self._sent = arrays
         round_config = ConfigRecord(dict(config))
         round_config.update({
             "server-round": server_round,
@@ -153,6 +158,8 @@ class FedDQCStrategy(Strategy):
         replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}))
         counts = np.sum([np.asarray(r.content["metrics"]["counts"], dtype=np.int64) for r in replies], axis=0)
         bad = np.sum([np.asarray(r.content["metrics"]["bad-counts"], dtype=np.int64) for r in replies], axis=0)
+        self.rounds[server_round].histogram = {"edges": edges.tolist(), "counts": counts.tolist(),
+                                               "bad": bad.tolist()}
         if self.cfg.threshold_mode == "retention" and self.threshold is None:
             # Lambda is calibrated on the first hierarchy's global histogram, then held fixed:
             # later stages re-score and re-apply it, as with an absolute lambda.
@@ -200,6 +207,9 @@ class FedDQCStrategy(Strategy):
                         "stays as it was", server_round, len(usable), self.cfg.min_train_replies)
             return None, None
         entry.aggregated = True
+        if self._sent is not None:
+            updates = [flat_update(self._sent, r.content["arrays"]) for r in usable]
+            entry.update_similarity = cosine_matrix(updates).tolist()
         arrays, metrics = self.base.aggregate_train(server_round, usable)
         entry.train = dict(metrics) if metrics is not None else {}
         return arrays, metrics

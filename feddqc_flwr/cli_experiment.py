@@ -1,0 +1,40 @@
+"""`feddqc experiment FILE`: run a grid of arms x hyperparameters x seeds, resumably."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from feddqc_flwr.cli_table import show_table
+from feddqc_flwr.experiment.grid import run_grid
+from feddqc_flwr.experiment.results_file import best_rows, write_results
+from feddqc_flwr.experiment.runner import FlowerRunner
+from feddqc_flwr.experiment.spec import load_spec
+from feddqc_flwr.experiment.summary import best_per_arm
+from feddqc_flwr.run_defaults import PROJECT_ROOT
+
+
+def _experiment(args: argparse.Namespace) -> None:
+    spec = load_spec(Path(args.file))
+    out = Path(args.out or Path("experiments") / spec.name).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    runner = FlowerRunner(Path(args.app).resolve(), args.federation_config or spec.federation_config,
+                          timeout=args.cell_timeout)
+    records = run_grid(spec, out, runner)
+    best = best_per_arm(spec, records)
+    path = write_results(spec, records, best, out, args.command_line)
+    header, rows = best_rows(spec, best)
+    show_table(f"{spec.name}: best per arm", header, rows)
+    failed = [r["cell"] for r in records if r["status"] != "done"]
+    print(f"results: {path}" + (f"\nnot finished ({len(failed)}): {', '.join(failed)} (rerun to retry)"
+                                if failed else ""))
+
+
+def add_experiment_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("experiment", help="run arms x hyperparameter pool x seeds through Flower simulation")
+    parser.add_argument("file", help="experiment file (.toml or .yaml)")
+    parser.add_argument("--out", help="experiment folder (default: experiments/<name>); rerun to resume")
+    parser.add_argument("--app", default=str(PROJECT_ROOT), help="the Flower app folder (has pyproject.toml)")
+    parser.add_argument("--federation-config", help="override the file's federation-config")
+    parser.add_argument("--cell-timeout", type=float, default=None, help="seconds before a cell is abandoned")
+    parser.set_defaults(func=_experiment)

@@ -1,0 +1,1 @@
+"""`feddqc experiment`: arms x hyperparameter pool x seeds through the real Flower simulation."""

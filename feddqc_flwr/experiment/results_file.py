@@ -1,0 +1,63 @@
+"""results.json and results.md of an experiment: exact config, versions, commit, all cells, best per arm."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from feddqc_flwr.experiment.spec import ExperimentSpec
+from feddqc_flwr.experiment.summary import ArmResult
+from feddqc_flwr.results import git_commit, package_versions
+
+RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def best_rows(spec: ExperimentSpec, best: Sequence[ArmResult]) -> tuple[list[str], list[list[Any]]]:
+    """The arm comparison table: best params (on validation) and test metrics over seeds."""
+    header = ["arm", "best params (on validation)", spec.select_metric, *spec.report_metrics]
+    rows = [[b.arm, ", ".join(f"{k}={v}" for k, v in b.params.items()) or "default", str(b.select),
+             *(str(b.report[m]) for m in spec.report_metrics)] for b in best]
+    return header, rows
+
+
+def cell_rows(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Every cell with its selection and report metrics."""
+    header = ["arm", "params", "seed", "status", spec.select_metric, *spec.report_metrics]
+    rows = [[r["arm"], ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "default", r["seed"], r["status"],
+             *(r.get("metrics", {}).get(m, math.nan) for m in (spec.select_metric, *spec.report_metrics))]
+            for r in records]
+    return header, rows
+
+
+def write_results(spec: ExperimentSpec, records: Sequence[dict[str, Any]], best: Sequence[ArmResult],
+                  out: Path, command: str) -> Path:
+    """Write results.json (everything) and results.md (the two tables); return the JSON path."""
+    payload = {"experiment": spec.raw, "command": command, "git_commit": git_commit(),
+               "packages": package_versions(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "best_per_arm": [b.as_dict() for b in best], "cells": list(records)}
+    path = out / RESULTS_JSON
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    best_header, best_table = best_rows(spec, best)
+    cell_header, cell_table = cell_rows(spec, records)
+    (out / RESULTS_MD).write_text(
+        f"# Experiment {spec.name}\n\nCommand: `{command}`  \nCommit: `{payload['git_commit']}`\n\n"
+        f"## Best per arm\n\nHyperparameters chosen by mean `{spec.select_metric}` over seeds; test metrics as "
+        f"mean ± sample std over seeds.\n\n{markdown_table(best_header, best_table)}\n\n"
+        f"## All cells\n\n{markdown_table(cell_header, cell_table)}\n")
+    return path

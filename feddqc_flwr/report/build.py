@@ -1,0 +1,108 @@
+"""Assemble the run report (plots + tables) and the experiment report (arm comparison)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from feddqc_flwr.experiment.results_file import RESULTS_JSON  # noqa: E402
+from feddqc_flwr.report.document import Document  # noqa: E402
+from feddqc_flwr.report.plots import RUN_PLOTS  # noqa: E402
+from feddqc_flwr.report.run_data import RunData, load_run  # noqa: E402
+
+CONFIG_KEYS = ("method", "scorer", "strategy", "order", "threshold-mode", "retention", "ira-lambda",
+               "num-server-rounds", "hierarchies", "local-steps", "batch-size", "lr-max", "model", "dataset",
+               "corrupt-type", "corrupt-ratio", "partitioner", "seed")
+
+
+def run_report(run: RunData, out: Path) -> tuple[Document, list[str]]:
+    """The report of one run; figures are written into `out`. Returns the document and the plots made."""
+    doc = Document(f"FedDQC run {run.run_dir.name}")
+    config = run.run_config
+    doc.heading("Configuration")
+    doc.table(["key", "value"], [[k, config.get(k, "")] for k in CONFIG_KEYS if k in config])
+    doc.text(f"Full config, package versions and commit ({run.config.get('git_commit', 'unknown')}) "
+             f"are in {run.run_dir / 'config.json'}.")
+    final = run.summary.get("final_server_eval") or {}
+    if final:
+        doc.heading("Final evaluation")
+        doc.table(["metric", "value"], sorted(final.items()))
+    made, missing = [], []
+    doc.heading("Figures")
+    for name, plot in RUN_PLOTS.items():
+        caption = plot(run, out / f"{name}.png")
+        if caption is None:
+            missing.append(name)
+        else:
+            made.append(name)
+            doc.image(f"{name}.png", caption)
+    if missing:
+        doc.text(f"Not in this run (no data for them): {', '.join(missing)}.")
+    return doc, made
+
+
+def _arm_plot(best: list[dict[str, Any]], metric: str, path: Path) -> None:
+    arms = [b["arm"] for b in best]
+    means = [b["report"][metric]["mean"] for b in best]
+    stds = [b["report"][metric]["std"] for b in best]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(arms)), 4))
+    ax.bar(range(len(arms)), means, yerr=stds, capsize=4)
+    ax.set_xticks(range(len(arms)), arms, rotation=30)
+    ax.set(ylabel=metric, title=f"{metric}: best hyperparameters per arm, mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def experiment_report(root: Path, out: Path) -> Document:
+    """The arm comparison of an experiment folder, linking a run report per arm's best cell."""
+    results = json.loads((root / RESULTS_JSON).read_text())
+    spec = results["experiment"]
+    select = spec.get("select-metric", "valid-loss")
+    doc = Document(f"Experiment {spec.get('name', root.name)}")
+    doc.text(f"Command: {results['command']}. Commit {results['git_commit']}. Hyperparameters per arm chosen "
+             f"on {select} (validation split); test metrics are mean ± sample std over seeds.")
+    best = results["best_per_arm"]
+    metrics = list(spec.get("report-metrics", ["test-loss"]))
+    doc.heading("Arm comparison")
+    doc.table(["arm", "best params", select, *metrics],
+              [[b["arm"], ", ".join(f"{k}={v}" for k, v in b["params"].items()) or "default",
+                f"{b['select']['mean']:.4g} ± {b['select']['std']:.2g}",
+                *(f"{b['report'][m]['mean']:.4g} ± {b['report'][m]['std']:.2g} (n={b['report'][m]['n']})"
+                  for m in metrics)] for b in best])
+    for metric in metrics:
+        if best:
+            _arm_plot(best, metric, out / f"arms-{metric}.png")
+            doc.image(f"arms-{metric}.png", f"{metric} per arm (best hyperparameters on validation).")
+    doc.heading("All cells")
+    doc.table(["cell", "status", select, *metrics],
+              [[c["cell"], c["status"], *(c.get("metrics", {}).get(m, float("nan")) for m in (select, *metrics))]
+               for c in results["cells"]])
+    doc.heading("Run reports of each arm's best cell")
+    for b in best:
+        cell = next((c for c in results["cells"] if c["arm"] == b["arm"] and c["params"] == b["params"]
+                     and c["status"] == "done"), None)
+        if cell is None:
+            continue
+        run_dir = Path(cell["run_dir"])
+        write_report(run_dir, run_dir, "md")
+        doc.text(f"{b['arm']}: {run_dir / 'report.md'}")
+    return doc
+
+
+def write_report(source: Path, out: Path, fmt: str) -> Path:
+    """Write report.md or report.html (and its PNGs) for a run or an experiment folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (source / RESULTS_JSON).is_file():
+        doc = experiment_report(source, out)
+    else:
+        doc, _ = run_report(load_run(source), out)
+    path = out / f"report.{fmt}"
+    path.write_text(doc.html() if fmt == "html" else doc.markdown())
+    return path
