@@ -8,7 +8,9 @@ import sys
 
 from feddqc_flwr.cli_bench import add_bench_commands
 from feddqc_flwr.cli_data import add_data_commands
+from feddqc_flwr.cli_eval import add_eval_command
 from feddqc_flwr.cli_experiment import add_experiment_command
+from feddqc_flwr.cli_instructmining import add_instructmining_commands
 from feddqc_flwr.cli_report import add_report_command
 from feddqc_flwr.cli_score import add_score_command
 from feddqc_flwr.model import BUNDLED_MODELS, resolve_model_path
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=_prepare)
     add_data_commands(sub)
     add_score_command(sub)
+    add_instructmining_commands(sub)
+    add_eval_command(sub)
     add_bench_commands(sub)
     add_experiment_command(sub)
     add_report_command(sub)

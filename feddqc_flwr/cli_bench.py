@@ -7,14 +7,16 @@ import json
 import os
 from pathlib import Path
 
-from feddqc_flwr.bench.communication import adapter_bytes
+from feddqc_flwr.bench.communication import adapter_bytes, transport_accuracy
 from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
 from feddqc_flwr.bench.overhead import round_overhead
+from feddqc_flwr.bench.reload import bench_reload
 from feddqc_flwr.bench.scoring import bench_scoring
 from feddqc_flwr.cli_table import show_table
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.model import ModelSpec, load_model_bundle
+from feddqc_flwr.run_defaults import default_run_config
 
 
 def _scoring(args: argparse.Namespace) -> None:
@@ -55,12 +57,20 @@ def _communication(args: argparse.Namespace) -> None:
         rows.append(adapter_bytes(spec, args.clients_per_round))
     result = {"command": args.command_line, "model": args.model, "adapters": rows,
               "machine": describe_machine()}
+    if args.compare_runs:
+        result["fp16_transport_accuracy"] = transport_accuracy(*map(Path, args.compare_runs))
     path = _write(result, args.out)
     show_table(f"bytes per adapter and per round ({path})",
                ["lora r", "parameters", "raw fp32 MB", "payload fp32 MB", "payload fp16 MB", "round fp32 MB"],
                [[row["lora_r"], row["parameters"], *(f"{row[key] / 1e6:.3f}" for key in (
                    "raw_fp32_bytes", "payload_fp32_bytes", "payload_fp16_bytes", "round_fp32_bytes"))]
                 for row in rows], right_align=True)
+    if args.compare_runs:
+        accuracy = result["fp16_transport_accuracy"]
+        show_table("final server held-out loss by transport-dtype", ["float32", "float16", "difference"],
+                   [[f"{accuracy['final_heldout_loss']['float32']:.4f}",
+                     f"{accuracy['final_heldout_loss']['float16']:.4f}", f"{accuracy['final_difference']:+.4f}"]],
+                   right_align=True)
 
 
 def _overhead(args: argparse.Namespace) -> None:
@@ -76,8 +86,25 @@ def _overhead(args: argparse.Namespace) -> None:
                rows, right_align=True)
 
 
+def _reload(args: argparse.Namespace) -> None:
+    run_config = {**default_run_config(), "model": args.model}
+    machine = describe_machine()
+    result = bench_reload(run_config, args.repeats)
+    result.update({"command": args.command_line, "model": args.model, "dataset": run_config["dataset"],
+                   "machine": {**machine, "load_average_at_end": os.getloadavg()}})
+    path = _write(result, args.out)
+    cold, warm = result["cold_median"], result["warm"]
+    show_table(f"ClientApp message set-up, median of {args.repeats} ({path})", ["measure", "seconds"], [
+        ["cold: fresh process, wall", f"{cold['process_seconds']:.2f}"],
+        ["  imports (flwr, torch, transformers, peft, datasets)", f"{cold['import_seconds']:.2f}"],
+        ["  client data", f"{cold['data_seconds']:.2f}"],
+        ["  base model + LoRA", f"{cold['model_seconds']:.2f}"],
+        ["warm: cached bundle, data + set adapter", f"{warm['message_setup_seconds']:.3f}"],
+    ], right_align=True)
+
+
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `feddqc bench scoring | comm | overhead`."""
+    """Register `feddqc bench scoring | comm | overhead | reload`."""
     bench = subparsers.add_parser("bench", help="measure costs; results go to benchmarks/*.json")
     commands = bench.add_subparsers(dest="bench_command", required=True)
     p = commands.add_parser("scoring", help="IRA vs forward lower bound, one-sample loop, training, scorers")
@@ -103,9 +130,16 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lora-r", type=int, nargs="+", default=[8, 64])
     p.add_argument("--targets", default="q_proj,v_proj")
     p.add_argument("--clients-per-round", type=int, default=2)
+    p.add_argument("--compare-runs", nargs=2, metavar=("FP32_RUN", "FP16_RUN"),
+                   help="run dirs of the same config with transport-dtype float32 / float16: held-out loss effect")
     p.add_argument("--out", default="benchmarks/communication.json")
     p.set_defaults(func=_communication)
     p = commands.add_parser("overhead", help="Flower's share of round time, from a run's metrics.jsonl")
     p.add_argument("run_dir")
     p.add_argument("--out", default="benchmarks/overhead-default-run.json")
     p.set_defaults(func=_overhead)
+    p = commands.add_parser("reload", help="per-message set-up: fresh ClientApp process (deployment) vs cached model")
+    p.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="benchmarks/reload.json")
+    p.set_defaults(func=_reload)

@@ -43,10 +43,15 @@ def score_dataset(args: argparse.Namespace) -> dict[str, Any]:
     bundle = load_model_bundle(ModelSpec(name=args.model))
     ctx = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=args.template,
                          max_length=args.max_length, batch_size=args.batch_size, device=bundle.device,
-                         reference_rows=split.test.to_list()[: args.num_reference], seed=args.seed)
+                         reference_rows=split.test.to_list()[: args.num_reference], seed=args.seed,
+                         options={"rater-url": args.rater_url, "rater-model": args.rater_model,
+                                  "instructmining-rule": args.instructmining_rule})
     started = time.perf_counter()
-    scores = get_scorer(args.scorer).score(rows, ctx)
+    scorer = get_scorer(args.scorer)
+    scores = scorer.score(rows, ctx)
     seconds = time.perf_counter() - started
+    if getattr(scorer, "last_report", None):  # DS2: parse failures, curation counts, transition matrix
+        print(json.dumps(scorer.last_report))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
@@ -79,5 +84,8 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--retention", type=float, default=0.5, help="fraction kept for the kept/removal metrics")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rater-url", default="", help="ds2: OpenAI-compatible endpoint; empty = the model rates")
+    p.add_argument("--rater-model", default="", help="ds2: model name served at --rater-url")
+    p.add_argument("--instructmining-rule", default="", help="instructmining: rule JSON; empty = published rule")
     p.add_argument("--out", default="scores.jsonl")
     p.set_defaults(func=score_dataset)

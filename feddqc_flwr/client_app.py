@@ -93,8 +93,15 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
     cfg, bundle = setup.cfg, setup.bundle
     scoring = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=cfg.prompt_template,
                              max_length=cfg.max_length, batch_size=cfg.score_batch_size, device=bundle.device,
-                             reference_rows=_reference_rows(context), seed=setup.seed)
-    scores = get_scorer(cfg.scorer).score(list(setup.data.train.select(progress.pool)), scoring)
+                             reference_rows=_reference_rows(context), seed=setup.seed,
+                             options={"rater-url": cfg.rater_url, "rater-model": cfg.rater_model,
+                                      "instructmining-rule": cfg.instructmining_rule})
+    scorer = get_scorer(cfg.scorer)
+    scores = scorer.score(list(setup.data.train.select(progress.pool)), scoring)
+    if getattr(scorer, "last_report", None):  # DS2's transition matrix: node-local, for the run report
+        path = client_local_dir(cfg, context.run_id) / f"ds2-partition-{setup.partition_id}-stage-{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(scorer.last_report))
     progress.scored_stage, progress.scored_ids = stage, list(progress.pool)
     progress.scores = scores.tolist()
     unscorable = int(np.isnan(scores).sum())
@@ -239,7 +246,7 @@ def train(msg: Message, context: Context) -> Message:
         proximal_mu=float(round_cfg.get("proximal-mu", 0.0)),
         seed=setup.seed + server_round * 101,
     ))
-    arrays: ArrayRecord = adapter_arrays(setup.bundle.model)
+    arrays: ArrayRecord = adapter_arrays(setup.bundle.model, cfg.transport_dtype)
     if not result.finite or not arrays_are_finite(arrays):
         reason = f"partition {setup.partition_id}: non-finite training loss {result.loss} in round {server_round}"
         log.error(reason)

@@ -15,14 +15,16 @@ from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.selection.hierarchy import ORDERS
 
 METHODS = ("feddqc", "fedavg")
-SCORERS = ("ira", "ppl", "loss", "ifd", "nuggets", "datainf", "random")  # = scoring.registry
+SCORERS = ("ira", "ppl", "loss", "ifd", "nuggets", "datainf", "random", "ds2", "instructmining")  # = scoring.registry
 THRESHOLD_MODES = ("lambda", "retention")
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TRANSPORT_DTYPES = ("float32", "float16")
 TEMPLATES = ("alpaca", "chat")
 PARTITIONERS = ("iid", "dirichlet", "quality", "natural")
 CORRUPT_TYPES = ("none", "swap", "delete", "cut", "substitute", "noisy", "mixture")
+EVAL_METRICS = ("loss", "choice", "generation", "similarity", "judge")  # = evaluation.suite
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,9 @@ class RunConfig:
     min_train_replies: int
     scorer: str
     reference_rows: int
+    rater_url: str
+    rater_model: str
+    instructmining_rule: str
     threshold_mode: str
     ira_lambda: float
     retention: float
@@ -59,6 +64,7 @@ class RunConfig:
     model: str
     quantization: str
     dtype: str
+    transport_dtype: str
     gradient_checkpointing: bool
     lora_r: int
     lora_alpha: int
@@ -85,6 +91,10 @@ class RunConfig:
     valid_fraction: float
     test_fraction: float
     eval_samples: int
+    eval_metrics: str
+    eval_max_new_tokens: int
+    judge_url: str
+    judge_model: str
     seed: int
     data_map: bool
     output_dir: str
@@ -108,6 +118,11 @@ class RunConfig:
             test_fraction=self.test_fraction,
             seed=self.seed,
         )
+
+    @property
+    def eval_metric_names(self) -> tuple[str, ...]:
+        """`eval-metrics` as a tuple of metric names."""
+        return tuple(m.strip() for m in self.eval_metrics.split(",") if m.strip())
 
     @property
     def stages(self) -> int:
@@ -177,6 +192,7 @@ def _validate(cfg: RunConfig) -> None:
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("quantization", cfg.quantization, QUANTIZATIONS)
     _choice("dtype", cfg.dtype, DTYPES)
+    _choice("transport-dtype", cfg.transport_dtype, TRANSPORT_DTYPES)
     _choice("prompt-template", cfg.prompt_template, TEMPLATES)
     _choice("partitioner", cfg.partitioner, PARTITIONERS)
     _choice("corrupt-type", cfg.corrupt_type, CORRUPT_TYPES)
@@ -209,9 +225,12 @@ def _validate(cfg: RunConfig) -> None:
     _in_range("corrupt-ratio", cfg.corrupt_ratio, 0.0, 1.0)
     _in_range("valid-fraction", cfg.valid_fraction, 0.0, 0.9)
     _in_range("test-fraction", cfg.test_fraction, 0.0, 0.9)
+    _validate_evaluation(cfg)
     _in_range("lr-max", cfg.lr_max, 0.0, 1.0, lo_open=True)
     _in_range("lr-min", cfg.lr_min, 0.0, cfg.lr_max)
     _in_range("round-timeout", cfg.round_timeout, 0.0, 7 * 24 * 3600.0, lo_open=True)
+    if cfg.rater_url and not cfg.rater_model:
+        raise ConfigError(f"run config 'rater-url' = {cfg.rater_url!r} needs 'rater-model' (the served model name)")
     if cfg.resume_from != cfg.resume_from.strip():
         raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: remove the surrounding spaces")
     if not cfg.target_modules:
@@ -224,3 +243,16 @@ def _validate(cfg: RunConfig) -> None:
                 f"run config 'quantization' = {cfg.quantization!r} needs a CUDA GPU and "
                 "bitsandbytes; use 'none' on CPU"
             )
+
+
+def _validate_evaluation(cfg: RunConfig) -> None:
+    names = cfg.eval_metric_names
+    if not names:
+        raise ConfigError(f"run config 'eval-metrics' is empty: give a comma list of {', '.join(EVAL_METRICS)}")
+    for name in names:
+        _choice("eval-metrics", name, EVAL_METRICS)
+    if cfg.eval_max_new_tokens < 1:
+        raise ConfigError(f"run config 'eval-max-new-tokens' = {cfg.eval_max_new_tokens}: must be >= 1")
+    if "judge" in names and not (cfg.judge_url.strip() and cfg.judge_model.strip()):
+        raise ConfigError("run config 'eval-metrics' includes 'judge': set 'judge-url' (an OpenAI-compatible "
+                          "endpoint, e.g. http://localhost:8000/v1) and 'judge-model'")

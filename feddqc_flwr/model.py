@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -173,15 +173,30 @@ def load_model_bundle(spec: ModelSpec) -> ModelBundle:
     return ModelBundle(model=model, tokenizer=tokenizer, device=device)
 
 
-def adapter_arrays(model: PeftModel) -> ArrayRecord:
-    """The adapter's weights as Flower arrays (fp32: numpy has no bfloat16)."""
+def adapter_arrays(model: PeftModel, dtype: str = "float32") -> ArrayRecord:
+    """The adapter's weights as Flower arrays: fp32 (numpy has no bfloat16), or fp16 for transport."""
     state = get_peft_model_state_dict(model)
-    return ArrayRecord({k: v.detach().float().cpu() for k, v in state.items()})
+    return cast_arrays(ArrayRecord({k: v.detach().float().cpu() for k, v in state.items()}), dtype)
+
+
+def cast_arrays(arrays: ArrayRecord, dtype: str) -> ArrayRecord:
+    """`arrays` in `dtype` (a `transport-dtype` value); the same record if already there.
+
+    fp16 halves the bytes a message carries; anything that computes with the weights (Flower's
+    aggregation, FedOpt moments, loading into the model) must cast back to float32 first.
+    """
+    target = np.dtype(dtype)
+    if all(array.dtype == target for array in arrays.values()):
+        return arrays
+    return ArrayRecord({k: Array(array.numpy().astype(target)) for k, array in arrays.items()})
 
 
 def set_adapter_arrays(model: PeftModel, arrays: ArrayRecord) -> None:
-    """Load global adapter weights; a missing or extra key is an error, not a silent skip."""
-    state = arrays.to_torch_state_dict()
+    """Load global adapter weights; a missing or extra key is an error, not a silent skip.
+
+    Weights are cast to fp32 first, so an fp16-transported adapter loads like an fp32 one.
+    """
+    state = cast_arrays(arrays, "float32").to_torch_state_dict()
     expected = set(get_peft_model_state_dict(model))
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,9 +12,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from feddqc_flwr.config import ConfigError, RunConfig, parse_run_config
-from feddqc_flwr.data.client_data import load_eval_data, split_source
-from feddqc_flwr.evaluation import heldout_loss
+from feddqc_flwr.data.client_data import split_source
+from feddqc_flwr.evaluation import evaluate_rows
+from feddqc_flwr.evaluation.choices import closed_answer_set
 from feddqc_flwr.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
+from feddqc_flwr.openai_endpoint import ChatEndpoint
 from feddqc_flwr.results import RunRecorder, checkpoint_state, load_checkpoint, output_root, round_record
 from feddqc_flwr.scoring.registry import NEEDS_REFERENCE
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
@@ -24,12 +27,21 @@ log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --strea
 app = ServerApp()
 
 
-def server_rows(cfg: RunConfig, test_rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Held-out rows for the server's loss, and disjoint anchor rows for nuggets/datainf.
+@dataclass(frozen=True)
+class ServerRows:
+    """The server's disjoint row sets, all from the global clean test split."""
 
-    Both come from the global clean test split (loading it also stops the run at start when the
-    dataset cannot be read). Anchors are taken from its end so they never overlap the rows the
-    server evaluates on.
+    test: list[dict]  # reported results
+    valid: list[dict]  # for choosing hyperparameters, so `test` stays unseen
+    reference: list[dict]  # anchors sent to clients (nuggets, datainf)
+
+
+def server_rows(cfg: RunConfig, test_rows: list[dict]) -> ServerRows:
+    """Test rows, validation rows and anchor rows for nuggets/datainf, pairwise disjoint.
+
+    Test takes the first `eval-samples` rows and validation the next as many; anchors come from
+    the end. When the split is too small for both, the rows left after the anchors are halved
+    between test and validation.
     """
     reference: list[dict] = []
     if cfg.method == "feddqc" and cfg.scorer in NEEDS_REFERENCE:
@@ -38,20 +50,47 @@ def server_rows(cfg: RunConfig, test_rows: list[dict]) -> tuple[list[dict], list
                               f"has {len(test_rows)} row(s): raise 'test-fraction' or 'max-samples'")
         count = min(cfg.reference_rows, len(test_rows) // 2)
         reference = test_rows[len(test_rows) - count:]
-    available = len(test_rows) - len(reference)
-    return test_rows[: min(cfg.eval_samples, available)], reference
+    n = min(cfg.eval_samples, (len(test_rows) - len(reference)) // 2)
+    return ServerRows(test=test_rows[:n], valid=test_rows[n: 2 * n], reference=reference)
+
+
+def server_eval_sets(cfg: RunConfig) -> tuple[ServerRows, tuple[str, ...]]:
+    """The server's rows and the dataset's closed answer set (e.g. yes/no/maybe; () for free text).
+
+    The answer set is read from the clean pool and test responses, not from the few evaluation
+    rows, which could miss a rare answer. Loading the split also stops the run at start when the
+    dataset cannot be read.
+    """
+    source = split_source(cfg.data_spec)
+    closed = closed_answer_set([*source.pool["response"], *source.test["response"]])
+    return server_rows(cfg, source.test.to_list()), closed
+
+
+def evaluate_splits(cfg: RunConfig, bundle: ModelBundle, sets: ServerRows, closed_set: tuple[str, ...],
+                    splits: tuple[str, ...] = ("valid", "test"),
+                    metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+    """`<split>-<metric>` values (valid-loss, test-choice-acc, ...) of the current adapter."""
+    names = cfg.eval_metric_names if metrics is None else metrics
+    judge = ChatEndpoint(cfg.judge_url, cfg.judge_model) if "judge" in names else None
+    out: dict[str, float] = {}
+    for split in splits:
+        values = evaluate_rows(bundle, getattr(sets, split), names, template=cfg.prompt_template,
+                               max_length=cfg.max_length, batch_size=cfg.score_batch_size,
+                               max_new_tokens=cfg.eval_max_new_tokens, judge=judge, closed_set=closed_set)
+        out.update({f"{split}-{key}": value for key, value in values.items()})
+    return out
 
 
 class RoundEnd:
-    """Flower's `evaluate_fn`, run after every round: held-out loss, metrics line, checkpoints.
+    """Flower's `evaluate_fn`, run after every round: valid/test metrics, metrics line, checkpoints.
 
     Flower numbers the rounds of this process from 1; a resumed run adds the rounds already done.
     """
 
     def __init__(self, cfg: RunConfig, bundle: ModelBundle, strategy: FedDQCStrategy,
-                 recorder: RunRecorder, eval_rows: list[dict]) -> None:
+                 recorder: RunRecorder, sets: ServerRows, closed_set: tuple[str, ...]) -> None:
         self.cfg, self.bundle, self.strategy = cfg, bundle, strategy
-        self.recorder, self.eval_rows = recorder, eval_rows
+        self.recorder, self.sets, self.closed_set = recorder, sets, closed_set
         self.last_eval: dict[str, float] = {}
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -59,10 +98,8 @@ class RoundEnd:
         server_round += self.strategy.round_offset
         set_adapter_arrays(self.bundle.model, arrays)
         metrics: dict[str, float] = {}
-        if self.eval_rows:
-            metrics["heldout-loss"] = heldout_loss(
-                self.bundle, self.eval_rows, template=self.cfg.prompt_template,
-                max_length=self.cfg.max_length, batch_size=self.cfg.score_batch_size)
+        if self.sets.test or self.sets.valid:
+            metrics.update(evaluate_splits(self.cfg, self.bundle, self.sets, self.closed_set))
             metrics["seconds"] = time.perf_counter() - started  # for `feddqc bench overhead`
         self.last_eval = metrics
         if server_round == self.strategy.round_offset:
@@ -86,9 +123,9 @@ def main(grid: Grid, context: Context) -> None:
     cfg = parse_run_config(context.run_config)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    eval_rows, reference_rows = server_rows(cfg, list(load_eval_data(cfg.data_spec)))
+    sets, closed_set = server_eval_sets(cfg)
     bundle = load_model_bundle(spec_from_config(cfg))
-    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, reference_rows)
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, sets.reference)
     initial_arrays = adapter_arrays(bundle.model)
     if cfg.resume_from:
         checkpoint = load_checkpoint(cfg)
@@ -98,7 +135,7 @@ def main(grid: Grid, context: Context) -> None:
         log.info("resuming %s after round %d (lambda=%s)", cfg.resume_from, checkpoint.completed_round,
                  checkpoint.threshold)
     recorder = RunRecorder(cfg, output_root(cfg), context.run_id)
-    round_end = RoundEnd(cfg, bundle, strategy, recorder, eval_rows)
+    round_end = RoundEnd(cfg, bundle, strategy, recorder, sets, closed_set)
     result = strategy.start(
         grid=grid,
         initial_arrays=initial_arrays,

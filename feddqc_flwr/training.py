@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from feddqc_flwr.batching import pad_sequences
 from feddqc_flwr.prompts import encode_pair, start_token_id
+from feddqc_flwr.scoring.nll import position_nll
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,29 @@ class CompletionCollator:
 
 
 class ProximalTrainer(Trainer):
-    """Trainer whose loss adds (mu/2)·||w - w_global||² over the trainable (LoRA) weights."""
+    """Trainer whose loss adds (mu/2)·||w - w_global||² over the trainable (LoRA) weights.
+
+    The causal-LM loss is HF's (token cross-entropy over labelled positions, shifted), but the
+    LM head runs only at positions with a label (`position_nll`, shared with scoring): the
+    full-vocabulary logits of prompt and padding tokens were most of a step's peak memory.
+    Single-process training only (no cross-device token averaging).
+    """
 
     def __init__(self, *args: Any, proximal_mu: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.proximal_mu = proximal_mu
         self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
-    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):  # type: ignore[override]
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        nll, _ = position_nll(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+        # As HF's causal-LM loss: a sum over the accumulated batch's labelled tokens when the Trainer
+        # counts them (it then skips its own gradient-accumulation division), else a per-batch mean.
+        loss = nll.mean() if num_items_in_batch is None else nll.sum() / num_items_in_batch
         if self.proximal_mu > 0:
             prox = sum(((p - self.anchor[n]) ** 2).sum()
                        for n, p in model.named_parameters() if n in self.anchor)
             loss = loss + 0.5 * self.proximal_mu * prox
-        return (loss, outputs) if return_outputs else loss
+        return (loss, None) if return_outputs else loss
 
 
 def encode_for_training(rows: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase,

@@ -43,7 +43,7 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     assert [x["server_round"] for x in lines] == [0, 1, 2, 3]
     assert [x["hierarchy"] for x in lines[1:]] == [1, 1, 2]
     assert [x["rescore"] for x in lines[1:]] == [True, False, True]
-    assert all(x["server_eval"]["heldout-loss"] > 0 for x in lines)
+    assert all(x["server_eval"]["test-loss"] > 0 and x["server_eval"]["valid-loss"] > 0 for x in lines)
     first = lines[1]
     assert first["threshold"] is not None and first["scoring"]["clients"] == 2
     assert first["train"]["pool"] >= first["train"]["kept"] >= first["train"]["stage-train"] > 0

@@ -66,3 +66,49 @@ def test_proximal_term_is_mu_half_squared_distance(bundle, tmp_path: Path) -> No
         difference = prox.compute_loss(bundle.model, batch).item() - plain.compute_loss(bundle.model, batch).item()
         lora.sub_(1.0)
     assert difference == pytest.approx(0.5 * 0.5 * lora.numel(), rel=1e-4)
+
+
+@pytest.mark.parametrize("num_items", [None, 7])
+def test_labelled_positions_loss_and_gradients_equal_full_logits(bundle, tmp_path: Path, num_items) -> None:
+    """The head-at-labels loss is HF's full-logits loss (+ FedProx), value and gradients."""
+    from transformers import TrainingArguments
+
+    dataset = encode_for_training(ROWS[:3], bundle.tokenizer, "alpaca", 64)
+    collator = CompletionCollator(bundle.tokenizer.pad_token_id)
+    batch = collator([dataset[i] for i in range(3)])  # different lengths: right padding is exercised
+    initial = adapter_arrays(bundle.model)
+    mu = 0.3
+    trainer = ProximalTrainer(model=bundle.model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[],
+                              use_cpu=True), train_dataset=dataset, data_collator=collator, proximal_mu=mu)
+    lora = [(n, p) for n, p in bundle.model.named_parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a non-zero LoRA (B = 0 at init) that is also away from FedProx's anchor
+        for _, p in lora:
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    bundle.model.eval()  # no LoRA dropout: both losses see the same network
+
+    def loss_and_grads(compute) -> tuple[float, dict[str, torch.Tensor]]:
+        bundle.model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in lora}
+
+    def full_logits():
+        kwargs = {} if num_items is None else {"num_items_in_batch": num_items}
+        prox = sum(((p - trainer.anchor[n]) ** 2).sum() for n, p in lora)
+        return bundle.model(**batch, **kwargs).loss + 0.5 * mu * prox
+
+    expected, expected_grads = loss_and_grads(full_logits)
+    head_rows: list[int] = []
+    hook = bundle.model.get_output_embeddings().register_forward_hook(
+        lambda _module, args, _out: head_rows.append(args[0].shape[0]))
+    got, got_grads = loss_and_grads(lambda: trainer.compute_loss(bundle.model, batch, num_items_in_batch=num_items))
+    hook.remove()
+    bundle.model.zero_grad()
+    set_adapter_arrays(bundle.model, initial)
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert sum(head_rows) == labelled < batch["labels"].numel() / 2  # the head saw only labelled positions
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert any(g.abs().sum() > 0 for g in expected_grads.values())
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-7)

@@ -1,11 +1,14 @@
 """Bytes on the wire per round versus the size of the LoRA adapter itself.
 
 Flower serializes each array with `np.save`; `ArrayRecord.count_bytes` is that payload. The
-fp16 figure is what a half-precision transport would send (measured the same way).
+fp16 figure is what `transport-dtype = "float16"` sends (measured the same way);
+`transport_accuracy` compares the held-out loss of two runs that differ only in that key.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,3 +31,20 @@ def adapter_bytes(spec: ModelSpec, clients_per_round: int) -> dict[str, Any]:
         "payload_over_raw": payload / raw, "clients_per_round": clients_per_round,
         "round_fp32_bytes": 2 * clients_per_round * payload, "round_fp16_bytes": 2 * clients_per_round * payload_half,
     }
+
+
+def _heldout_losses(run_dir: Path) -> list[float]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [float(line["server_eval"]["heldout-loss"]) for line in lines]
+
+
+def transport_accuracy(fp32_run: Path, fp16_run: Path) -> dict[str, Any]:
+    """Server held-out loss per round of an fp32- and an fp16-transport run (same config and seed)."""
+    fp32, fp16 = _heldout_losses(fp32_run), _heldout_losses(fp16_run)
+    if len(fp32) != len(fp16):
+        raise ValueError(f"the runs have {len(fp32)} and {len(fp16)} rounds: compare runs of the same config")
+    final = {name: float(json.loads((run / "summary.json").read_text())["final_server_eval"]["heldout-loss"])
+             for name, run in (("float32", fp32_run), ("float16", fp16_run))}
+    return {"fp32_run": str(fp32_run), "fp16_run": str(fp16_run), "heldout_loss_per_round": {"float32": fp32,
+            "float16": fp16}, "max_abs_round_difference": max(abs(a - b) for a, b in zip(fp32, fp16, strict=True)),
+            "final_heldout_loss": final, "final_difference": final["float16"] - final["float32"]}

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from feddqc_flwr.experiment.results_file import RESULTS_JSON  # noqa: E402
 from feddqc_flwr.report.document import Document  # noqa: E402
+from feddqc_flwr.report.ds2_section import add_ds2_section  # noqa: E402
 from feddqc_flwr.report.plots import RUN_PLOTS  # noqa: E402
 from feddqc_flwr.report.run_data import RunData, load_run  # noqa: E402
 
@@ -33,6 +34,7 @@ def run_report(run: RunData, out: Path) -> tuple[Document, list[str]]:
     if final:
         doc.heading("Final evaluation")
         doc.table(["metric", "value"], sorted(final.items()))
+    add_ds2_section(doc, run)
     made, missing = [], []
     doc.heading("Figures")
     for name, plot in RUN_PLOTS.items():

@@ -23,7 +23,8 @@ class ScoringContext:
     """The model as it is now plus the encoding settings training uses.
 
     `reference_rows` are clean anchor/validation rows the server distributes (NUGGETS anchors,
-    DataInf validation set); scorers that do not need them ignore them.
+    DataInf validation set); scorers that do not need them ignore them. `options` carries the
+    run-config keys of one scorer (DS2's rater, InstructMining's rule file); empty = defaults.
     """
 
     model: torch.nn.Module
@@ -34,6 +35,7 @@ class ScoringContext:
     device: torch.device
     reference_rows: Sequence[Row] = field(default_factory=list)
     seed: int = 0
+    options: Mapping[str, str] = field(default_factory=dict)  # scorer settings from the run config, e.g. rater-url
 
 
 class Scorer(Protocol):

@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from feddqc_flwr.config import RunConfig
-from feddqc_flwr.model import arrays_are_finite
+from feddqc_flwr.model import arrays_are_finite, cast_arrays
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
 from feddqc_flwr.selection.histogram_metrics import histogram_auroc, selection_at_threshold
 from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
@@ -113,7 +113,7 @@ class FedDQCStrategy(Strategy):
         if rescore:
             entry.scoring = self._calibrate(server_round, stage, arrays, grid)
         entry.threshold = self.threshold
-        self._sent = arrays
+        self._sent = cast_arrays(cast_arrays(arrays, cfg.transport_dtype), "float32")  # what clients start from
         round_config = ConfigRecord(dict(config))
         round_config.update({
             "server-round": server_round,
@@ -122,8 +122,23 @@ class FedDQCStrategy(Strategy):
             "lr": entry.lr,
             "lambda": self.threshold if self.threshold is not None else -math.inf,
         })
-        messages = list(self.base.configure_train(server_round, arrays, round_config, grid))
+        messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, grid))
         entry.sent = len(messages)
+        return messages
+
+    def _to_transport(self, messages: Iterable[Message]) -> list[Message]:
+        """Cast the adapter in outgoing messages to `transport-dtype`, after the base strategy saw fp32.
+
+        FedOpt keeps the arrays given to `configure_train` as its reference point, so the cast
+        happens on the built messages, never on what the base strategy holds.
+        """
+        messages = list(messages)
+        wire: dict[int, ArrayRecord] = {}  # the base strategy sends one record to every node: cast it once
+        for message in messages:
+            arrays = message.content["arrays"]
+            if id(arrays) not in wire:
+                wire[id(arrays)] = cast_arrays(arrays, self.cfg.transport_dtype)
+            message.content["arrays"] = wire[id(arrays)]
         return messages
 
     def _query_all(self, grid: Grid, message_type: str, content: RecordDict) -> list[Message]:
@@ -144,7 +159,8 @@ class FedDQCStrategy(Strategy):
         if self.reference_rows:
             config[REFERENCE_KEY] = json.dumps(self.reference_rows)
         stats = [r.content["metrics"] for r in
-                 self._query_all(grid, SCORE_QUERY, RecordDict({"arrays": arrays, "config": config}))]
+                 self._query_all(grid, SCORE_QUERY, RecordDict({"arrays": cast_arrays(arrays, self.cfg.transport_dtype),
+                                                                "config": config}))]
         scored = [s for s in stats if int(s["count"]) > 0]
         summary: dict[str, float] = {"clients": float(len(stats)),
                                      "scored": float(sum(int(s["count"]) for s in stats)),
@@ -199,6 +215,7 @@ class FedDQCStrategy(Strategy):
                 log.warning("round %d: reply from node %s left out of the aggregate (no examples "
                             "or non-finite weights)", server_round, reply.metadata.src_node_id)
                 continue
+            reply.content["arrays"] = cast_arrays(arrays, "float32")  # Flower's aggregation math runs in fp32
             usable.append(reply)
             entry.clients.append({"node": float(reply.metadata.src_node_id),
                                   **{k: float(v) for k, v in metrics.items()}})
@@ -217,7 +234,7 @@ class FedDQCStrategy(Strategy):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         server_round += self.round_offset
-        return self.base.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid)
+        return self._to_transport(self.base.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.metadata import Metadata
 from flwr.common.serde import message_to_proto
@@ -20,7 +21,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from feddqc_flwr.client_app import app
 from feddqc_flwr.config import parse_run_config
 from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.model import adapter_arrays, load_model_bundle, spec_from_config
+from feddqc_flwr.model import adapter_arrays, cast_arrays, load_model_bundle, spec_from_config
 from feddqc_flwr.training import encode_for_training
 from tests.helpers import default_run_config
 
@@ -111,3 +112,20 @@ def test_nan_training_replies_an_error_not_weights(client) -> None:
     reply = _train(context, arrays, lr=1e30)
     assert reply.has_error() and not reply.has_content()
     assert "non-finite" in reply.error.reason
+
+
+def test_fp16_transport_client_loads_fp32_and_replies_fp16(client) -> None:
+    context, arrays = client
+    context.run_config["transport-dtype"] = "float16"
+    sent = cast_arrays(arrays, "float16")
+    reply = _train(context, sent, lr=1e-3)
+    assert not reply.has_error(), reply.error
+    received = reply.content["arrays"]
+    assert set(received) == set(arrays) and all(a.dtype == "float16" for a in received.values())
+    bundle = load_model_bundle(spec_from_config(parse_run_config(context.run_config)))
+    assert all(p.dtype == torch.float32 for n, p in bundle.model.named_parameters() if "lora_" in n)
+    trained = adapter_arrays(bundle.model)  # the fp32 weights the reply was cast from
+    for k, a in received.items():
+        np.testing.assert_allclose(a.numpy().astype(np.float32), trained[k].numpy(), rtol=2 ** -11, atol=1e-7)
+    raw = sum(a.numpy().nbytes for a in trained.values())
+    assert trained.count_bytes() - received.count_bytes() == raw // 2

@@ -159,6 +159,6 @@ def test_server_restart_resumes_from_last_checkpoint(tmp_path: Path, tiny_model_
     assert lines[0]["resumed_from"] == str(crashed)
     before = {x["server_round"]: x for x in _metrics(crashed)}[done]
     # Same adapter as the checkpoint: the same held-out loss before the first resumed round.
-    assert lines[0]["server_eval"]["heldout-loss"] == pytest.approx(before["server_eval"]["heldout-loss"], rel=1e-5)
+    assert lines[0]["server_eval"]["test-loss"] == pytest.approx(before["server_eval"]["test-loss"], rel=1e-5)
     assert all(x["threshold"] == pytest.approx(state["threshold"]) for x in lines[1:])  # lambda kept
     assert json.loads((resumed / "summary.json").read_text())["resumed_from"] == str(crashed)
