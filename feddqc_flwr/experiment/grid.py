@@ -60,7 +60,8 @@ def run_grid(spec: ExperimentSpec, root: Path, run_cell: RunCell) -> list[dict[s
             (folder / CELL_FILE).write_text(json.dumps(_record(cell, "failed", error=str(err)), indent=2))
             continue
         summary = json.loads((run_dir / "summary.json").read_text())
-        record = _record(cell, "done", run_dir=str(run_dir), seconds=time.time() - started,
+        record = _record(cell, "done", run_dir=str(run_dir.resolve().relative_to(root.resolve())),
+                         seconds=time.time() - started,
                          metrics=summary.get("final_server_eval") or {})
         (folder / CELL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     for cell in cells:

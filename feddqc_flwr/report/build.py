@@ -29,7 +29,7 @@ def run_report(run: RunData, out: Path) -> tuple[Document, list[str]]:
     doc.heading("Configuration")
     doc.table(["key", "value"], [[k, config.get(k, "")] for k in CONFIG_KEYS if k in config])
     doc.text(f"Full config, package versions and commit ({run.config.get('git_commit', 'unknown')}) "
-             f"are in {run.run_dir / 'config.json'}.")
+             "are in config.json next to this report.")
     final = run.summary.get("final_server_eval") or {}
     if final:
         doc.heading("Final evaluation")
@@ -92,9 +92,9 @@ def experiment_report(root: Path, out: Path) -> Document:
                      and c["status"] == "done"), None)
         if cell is None:
             continue
-        run_dir = Path(cell["run_dir"])
+        run_dir = root / cell["run_dir"]  # stored relative to the experiment folder
         write_report(run_dir, run_dir, "md")
-        doc.text(f"{b['arm']}: {run_dir / 'report.md'}")
+        doc.text(f"{b['arm']}: {cell['run_dir']}/report.md")
     return doc
 
 

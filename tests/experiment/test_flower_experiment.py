@@ -44,7 +44,7 @@ method = "fedavg"
     results = json.loads((out / "results.json").read_text())
     (cell,) = results["cells"]
     assert cell["status"] == "done", cell
-    run_dir = Path(cell["run_dir"])
+    run_dir = out / cell["run_dir"]
     assert json.loads((run_dir / "config.json").read_text())["run_config"]["lr-max"] == 0.05
     assert cell["metrics"]["valid-loss"] > 0 and cell["metrics"]["test-loss"] > 0
     best = results["best_per_arm"][0]
