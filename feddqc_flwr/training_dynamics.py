@@ -17,18 +17,15 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from feddqc_flwr.evaluation.loss import response_nll
 from feddqc_flwr.model import ModelBundle
-from feddqc_flwr.prompts import encode_pair, start_token_id
-from feddqc_flwr.scoring.nll import mean_nll
 
 
 def response_probabilities(bundle: ModelBundle, rows: Dataset, *, template: str, max_length: int,
                            batch_size: int) -> np.ndarray:
     """exp(-mean response-token NLL) of each row under the model as it is now."""
-    start = start_token_id(bundle.tokenizer)
-    sequences = [encode_pair(r, bundle.tokenizer, template, max_length).conditioned(start) for r in rows]
-    losses = mean_nll(bundle.model, sequences, int(bundle.tokenizer.pad_token_id), batch_size, bundle.device)
-    return np.exp(-np.asarray(losses, dtype=np.float64))
+    return np.exp(-response_nll(bundle, list(rows), template=template, max_length=max_length,
+                                batch_size=batch_size))
 
 
 def append_round(path: Path, server_round: int, partition_id: int, rows: Dataset, probs: np.ndarray) -> None:
