@@ -20,7 +20,7 @@ def _experiment(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runner = FlowerRunner(Path(args.app).resolve(), args.federation_config or spec.federation_config,
                           timeout=args.cell_timeout)
-    records = run_grid(spec, out, runner)
+    records = run_grid(spec, out, runner, run=not args.summarize_only)
     best = best_per_arm(spec, records)
     path = write_results(spec, records, best, out, args.command_line)
     header, rows = best_rows(spec, best)
@@ -36,5 +36,7 @@ def add_experiment_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="experiment folder (default: experiments/<name>); rerun to resume")
     parser.add_argument("--app", default=str(PROJECT_ROOT), help="the Flower app folder (has pyproject.toml)")
     parser.add_argument("--federation-config", help="override the file's federation-config")
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="run nothing: write results from the cells finished so far")
     parser.add_argument("--cell-timeout", type=float, default=None, help="seconds before a cell is abandoned")
     parser.set_defaults(func=_experiment)

@@ -7,10 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from feddqc_flwr.cli import main
 from feddqc_flwr.report.build import write_report
 from feddqc_flwr.report.plots import RUN_PLOTS
 from feddqc_flwr.report.run_data import load_run
@@ -78,3 +80,8 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     assert {p["rounds"] for p in points} == {3}  # one probability per round before training
     assert len(points) == sum(c["pool"] for c in first["clients"])
     assert all(0.0 < p["confidence"] < 1.0 for p in points)
+
+    # `feddqc eval` rebuilds the server's rows and reproduces the last round's validation loss.
+    main(["eval", str(run), "--split", "valid"])
+    evaluated = json.loads((run / "eval-valid.json").read_text())
+    assert evaluated["metrics"]["valid-loss"] == pytest.approx(lines[-1]["server_eval"]["valid-loss"], rel=1e-4)

@@ -42,11 +42,11 @@ def _record(cell: Cell, status: str, **extra: Any) -> dict[str, Any]:
             "run_config": dict(cell.run_config), "status": status, **extra}
 
 
-def run_grid(spec: ExperimentSpec, root: Path, run_cell: RunCell) -> list[dict[str, Any]]:
-    """Run the cells not finished yet; return every cell's record (failed cells included)."""
+def run_grid(spec: ExperimentSpec, root: Path, run_cell: RunCell, *, run: bool = True) -> list[dict[str, Any]]:
+    """Run the cells not finished yet (none with run=False); return every cell's record."""
     records = []
     cells = spec.cells()
-    todo = [c for c in cells if load_cell(root, c) is None]
+    todo = [c for c in cells if load_cell(root, c) is None] if run else []
     log.info("experiment %s: %d cells, %d already finished", spec.name, len(cells), len(cells) - len(todo))
     for cell in tqdm(todo, desc=f"experiment {spec.name}", unit="cell"):
         folder = cell_dir(root, cell)

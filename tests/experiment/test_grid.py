@@ -66,6 +66,17 @@ def test_interrupted_grid_resumes_without_redoing_finished_cells(tmp_path: Path)
     assert third.calls == []
 
 
+def test_summarize_only_runs_nothing_and_marks_unfinished_cells(tmp_path: Path) -> None:
+    spec_path = tmp_path / "exp.toml"
+    spec_path.write_text(TOML)
+    spec = load_spec(spec_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(spec, tmp_path / "out", FakeRunner(stop_after=1))
+    idle = FakeRunner()
+    records = run_grid(spec, tmp_path / "out", idle, run=False)
+    assert idle.calls == [] and [r["status"] for r in records] == ["done", "missing", "missing", "missing"]
+
+
 def test_failed_cell_is_recorded_and_retried_on_the_next_run(tmp_path: Path) -> None:
     spec_path = tmp_path / "exp.toml"
     spec_path.write_text(TOML)
