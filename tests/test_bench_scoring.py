@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from feddqc_flwr.bench.machine import peak_rss_mib
 from feddqc_flwr.bench.scoring import bench_scoring, one_sample_ira
 from feddqc_flwr.model import ModelSpec, load_model_bundle
 from feddqc_flwr.scoring.ira import ira_scores
+from feddqc_flwr.scoring.registry import SCORERS
 from tests.scoring.common import ANCHORS, ROWS
 
 
@@ -27,8 +29,9 @@ def test_bench_reports_every_ratio_and_leaves_the_adapter_unchanged(tiny_model_d
     result = bench_scoring(bundle, ROWS, ANCHORS, template="alpaca", max_length=128, batch_size=4, repeats=1,
                            train_batch=2, train_steps=1, protocol=protocol)
     assert result["max_abs_diff_vs_one_sample_loop"] < 1e-5
-    assert set(result["scorers"]) == {"ira", "ppl", "loss", "ifd", "nuggets", "datainf", "random"}
+    assert set(result["scorers"]) == set(SCORERS)  # every registered scorer is timed
     assert result["scorers"]["ira"]["relative_to_ira"] > 0
+    assert 0 < result["peak_rss_mib_before_training"] <= peak_rss_mib()
     seconds = result["seconds"]
     assert result["speedup_vs_one_sample_loop"] == seconds["one_sample_loop"] / seconds["ira_batched"]
     expected = 10 * 2 * seconds["ira_batched"] / len(ROWS) / (4 * 0.5 * 2 * seconds["train_step"])

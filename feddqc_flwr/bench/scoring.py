@@ -6,7 +6,8 @@
 - one-sample loop: what the public IRA/IFD code does (batch 1, full logits, HF loss), which
   must give the same scores;
 - training: seconds per local step at the same length, for the scoring/training ratio under the
-  paper's protocol (the protocol numbers are inputs, stated in the result);
+  paper's protocol (the protocol numbers are inputs, stated in the result), and the process's
+  peak memory before it (the final peak minus this is what the training step adds);
 - every registered scorer relative to IRA.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from feddqc_flwr.batching import pad_sequences
+from feddqc_flwr.bench.machine import peak_rss_mib
 from feddqc_flwr.model import ModelBundle
 from feddqc_flwr.prompts import encode_pair, start_token_id
 from feddqc_flwr.scoring.base import ScoringContext
@@ -103,6 +105,7 @@ def bench_scoring(bundle: ModelBundle, rows: list[dict], reference: list[dict], 
         scorers[name] = {"seconds": seconds, "relative_to_ira": seconds / t_ira}
 
     initial = {k: v.detach().clone() for k, v in bundle.model.state_dict().items() if "lora_" in k}
+    rss_before_training = peak_rss_mib()  # the process peak only grows: what training adds shows after it
     started = time.perf_counter()
     train_adapter(bundle.model, bundle.tokenizer, rows, LocalTrainConfig(
         steps=train_steps, batch_size=train_batch, grad_accum=1, learning_rate=1e-4, max_length=max_length,
@@ -122,6 +125,7 @@ def bench_scoring(bundle: ModelBundle, rows: list[dict], reference: list[dict], 
         "speedup_vs_one_sample_loop": t_loop / t_ira,
         "max_abs_diff_vs_one_sample_loop": float(np.nanmax(np.abs(batched - looped))),
         "rows_per_second": len(rows) / t_ira,
+        "peak_rss_mib_before_training": rss_before_training,
         "scorers": scorers,
         "protocol": {**protocol, "train_batch": train_batch,
                      "scoring_seconds_per_client": scored * per_sample,
