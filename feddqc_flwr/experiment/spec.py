@@ -78,13 +78,13 @@ class ExperimentSpec:
         return "loss" in self.select_metric
 
     def cells(self) -> list[Cell]:
-        """Arms x grid points x seeds, in that nesting order."""
+        """Grid points x seeds x arms, arms innermost: a grid stopped early still compares every arm."""
         keys = sorted(self.grid)
         points = [tuple(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.grid[k] for k in keys))]
         out = []
-        for arm, arm_config in self.arms.items():
-            for params in points:
-                for seed in self.seeds:
+        for params in points:
+            for seed in self.seeds:
+                for arm, arm_config in self.arms.items():
                     config = {**self.base, **arm_config, **dict(params), "seed": seed}
                     out.append(Cell(arm, params, seed, tuple(sorted(config.items()))))
         return out
