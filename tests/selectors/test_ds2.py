@@ -7,12 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from feddqc_flwr.config import ConfigError
+from feddqc_flwr.openai_endpoint import EndpointError
 from feddqc_flwr.scoring.ds2 import DS2Scorer
 from feddqc_flwr.scoring.ds2.curation import curate, long_tail_scores
-from feddqc_flwr.scoring.ds2.hoc import estimate_transition
-from feddqc_flwr.scoring.ds2.rating import compress, parse_overall, rate
+from feddqc_flwr.scoring.ds2.hoc import TransitionEstimate, estimate_transition
+from feddqc_flwr.scoring.ds2.rating import EndpointRater, compress, parse_overall, rate
 from feddqc_flwr.scoring.neighbours import nearest_neighbours
 from feddqc_flwr.scoring.registry import get_scorer
+from tests.helpers import make_config
 from tests.scoring.common import ROWS, make_ctx
 
 K = 6
@@ -144,9 +147,38 @@ def test_ds2_is_registered_and_rates_with_the_scoring_model(bundle) -> None:
 
 
 def test_ds2_remote_rater_needs_a_model_name() -> None:
-    from tests.helpers import make_config
-    from feddqc_flwr.config import ConfigError
-
     with pytest.raises(ConfigError, match="rater-model"):
         make_config(scorer="ds2", rater_url="http://localhost:8000/v1")
     assert make_config(scorer="ds2", rater_url="http://x/v1", rater_model="m").rater_model == "m"
+
+
+def test_curation_leaves_consistently_rated_clusters_alone() -> None:
+    """Every neighbourhood agrees with its rating: the vote gives no evidence, so even with a T
+    that expects 20% noise nothing is flagged or changed (ties must not flag a whole class)."""
+    x, true = clustered(seed=3, n_clusters=10, per=20, dim=16)
+    t = np.full((K, K), 0.04)
+    np.fill_diagonal(t, 0.8)
+    estimate = TransitionEstimate(t, np.full(K, 1 / K), np.bincount(true, minlength=K) / len(true))
+    result = curate(x, true, estimate, epochs=5)
+    assert not result.misrated.any() and (result.curated == true).all()
+
+
+class FlakyEndpoint:
+    """Stands in for ChatEndpoint: fails, then answers JSON only when sampling (temperature > 0)."""
+
+    def __init__(self) -> None:
+        self.temperatures: list[float] = []
+
+    def complete(self, messages, *, max_tokens: int, temperature: float) -> str:
+        self.temperatures.append(temperature)
+        if len(self.temperatures) == 1:
+            raise EndpointError("connection refused")
+        return '{"Overall rating": 7}' if temperature > 0 else "I think it is fine."
+
+
+def test_endpoint_rater_retries_errors_and_chat_with_sampling() -> None:
+    endpoint = FlakyEndpoint()
+    ratings = rate(ROWS[:2], EndpointRater(endpoint), retries=1, batch_size=8)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(ratings.overall, [7, 7])
+    assert ratings.failures == 0 and ratings.retried == 2
+    assert endpoint.temperatures == [0.0, 0.0, 1.2, 1.2]

@@ -11,8 +11,8 @@ import pytest
 
 from feddqc_flwr.cli_instructmining import add_instructmining_commands, mean_indicators, run_config_of
 from feddqc_flwr.cli_score import add_score_command
-from feddqc_flwr.scoring.instructmining.rule import Rule
 from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.scoring.instructmining.rule import Rule
 
 
 def _run_dir(root: Path, name: str, model: Path, corrupt_type: str, loss: float) -> Path:

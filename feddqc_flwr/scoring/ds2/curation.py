@@ -6,7 +6,9 @@ Follows DS2's docta (apis/detect.py SimiFeat-rank, core/knn.py, core/get_lr_scor
 - each of `epochs` rounds takes a random 90% subsample; a sample's vote is
   v[s] = sum over its k nearest (itself included, at distance 2 d1 - d2) of (1 - dist) 1[rating = s],
   L2-normalised; within rated class c the top r_c fraction by -log v[own rating] are flagged and
-  the vote's argmax is recorded as a suggestion;
+  the vote's argmax is recorded as a suggestion (a sample whose whole neighbourhood agrees with
+  its rating is never flagged: with many such ties the percentile would otherwise be 0 and flag
+  the whole class);
 - misrated if (flagged + 1) / (sampled + 2) > 0.5; suggested score = argmax of the
   Laplace-smoothed suggestion counts without the own rating; confidence = its share x that rate;
 - curated score = suggestion where misrated and confidence >= threshold (DS2's 0.5), else rating.
@@ -24,6 +26,7 @@ from feddqc_flwr.scoring.neighbours import nearest_neighbours
 EPOCHS = 51
 NEIGHBOURS = 10  # k of the vote and of the long-tail score, the sample itself included
 CONFIDENCE = 0.5
+_AGREES = 1e-9  # -log vote of a sample whose whole neighbourhood shares its rating: never flagged
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def curate(embeddings: np.ndarray, ratings: np.ndarray, estimate: TransitionEsti
         for c in np.unique(own):
             members = np.flatnonzero(own == c)
             cut = np.percentile(score[members], (1.0 - rates[c]) * 100)
-            hit = members[score[members] >= cut]
+            hit = members[(score[members] >= cut) & (score[members] > _AGREES)]
             flagged[sample[hit]] += 1
             suggestions[sample[hit], votes[hit].argmax(axis=1)] += 1
     noisy_avg = (flagged + 1) / (sampled + 2)

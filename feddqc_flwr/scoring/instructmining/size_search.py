@@ -33,6 +33,7 @@ def search_data_size(objective: Callable[[int], float], low: int, high: int, bud
         import optuna
         from flaml import BlendSearch, tune
     logging.getLogger("flaml").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)  # "additional result" noise
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # BlendSearch's global search logs every study
     trials: list[tuple[int, float]] = []
 
