@@ -67,9 +67,9 @@ def _communication(args: argparse.Namespace) -> None:
                 for row in rows], right_align=True)
     if args.compare_runs:
         accuracy = result["fp16_transport_accuracy"]
-        show_table("final server held-out loss by transport-dtype", ["float32", "float16", "difference"],
-                   [[f"{accuracy['final_heldout_loss']['float32']:.4f}",
-                     f"{accuracy['final_heldout_loss']['float16']:.4f}", f"{accuracy['final_difference']:+.4f}"]],
+        show_table("final server test loss by transport-dtype", ["float32", "float16", "difference"],
+                   [[f"{accuracy['final_test_loss']['float32']:.4f}",
+                     f"{accuracy['final_test_loss']['float16']:.4f}", f"{accuracy['final_difference']:+.4f}"]],
                    right_align=True)
 
 

@@ -125,7 +125,8 @@ def add_instructmining_commands(subparsers: argparse._SubParsersAction) -> None:
     fit = sub.add_parser("fit", help="least-squares refit of the rule from run directories")
     fit.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     fit.add_argument("--out", default="rule.json")
-    fit.add_argument("--target", default="heldout-loss", help="final_server_eval metric to predict")
+    fit.add_argument("--target", default="valid-loss",
+                     help="final_server_eval metric to predict (a validation metric keeps test unseen)")
     fit.add_argument("--no-log-target", dest="log_target", action="store_false",
                      help="fit the metric itself, not its log (the paper fits log loss)")
     fit.add_argument("--indicators", default="output_len,knn6",

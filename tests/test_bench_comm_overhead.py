@@ -36,14 +36,14 @@ def test_overhead_is_wall_minus_measured_compute(tmp_path: Path) -> None:
     assert out["overhead_share"] == pytest.approx(8 / 50)
 
 
-def test_transport_accuracy_compares_heldout_loss_per_round(tmp_path: Path) -> None:
+def test_transport_accuracy_compares_test_loss_per_round(tmp_path: Path) -> None:
     for name, losses in (("fp32", [3.0, 2.5, 2.25]), ("fp16", [3.0, 2.5, 2.3])):
         run = tmp_path / name
         run.mkdir()
-        (run / "metrics.jsonl").write_text("".join(json.dumps({"server_round": i, "server_eval": {"heldout-loss": x}})
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"server_round": i, "server_eval": {"test-loss": x}})
                                                    + "\n" for i, x in enumerate(losses)))
-        (run / "summary.json").write_text(json.dumps({"final_server_eval": {"heldout-loss": losses[-1]}}))
+        (run / "summary.json").write_text(json.dumps({"final_server_eval": {"test-loss": losses[-1]}}))
     out = transport_accuracy(tmp_path / "fp32", tmp_path / "fp16")
-    assert out["heldout_loss_per_round"]["float16"] == [3.0, 2.5, 2.3]
+    assert out["test_loss_per_round"]["float16"] == [3.0, 2.5, 2.3]
     assert out["max_abs_round_difference"] == pytest.approx(0.05)
     assert out["final_difference"] == pytest.approx(0.05)

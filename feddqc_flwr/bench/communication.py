@@ -33,18 +33,18 @@ def adapter_bytes(spec: ModelSpec, clients_per_round: int) -> dict[str, Any]:
     }
 
 
-def _heldout_losses(run_dir: Path) -> list[float]:
+def _test_losses(run_dir: Path) -> list[float]:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [float(line["server_eval"]["heldout-loss"]) for line in lines]
+    return [float(line["server_eval"]["test-loss"]) for line in lines]
 
 
 def transport_accuracy(fp32_run: Path, fp16_run: Path) -> dict[str, Any]:
-    """Server held-out loss per round of an fp32- and an fp16-transport run (same config and seed)."""
-    fp32, fp16 = _heldout_losses(fp32_run), _heldout_losses(fp16_run)
+    """Server test loss per round of an fp32- and an fp16-transport run (same config and seed)."""
+    fp32, fp16 = _test_losses(fp32_run), _test_losses(fp16_run)
     if len(fp32) != len(fp16):
         raise ValueError(f"the runs have {len(fp32)} and {len(fp16)} rounds: compare runs of the same config")
-    final = {name: float(json.loads((run / "summary.json").read_text())["final_server_eval"]["heldout-loss"])
+    final = {name: float(json.loads((run / "summary.json").read_text())["final_server_eval"]["test-loss"])
              for name, run in (("float32", fp32_run), ("float16", fp16_run))}
-    return {"fp32_run": str(fp32_run), "fp16_run": str(fp16_run), "heldout_loss_per_round": {"float32": fp32,
+    return {"fp32_run": str(fp32_run), "fp16_run": str(fp16_run), "test_loss_per_round": {"float32": fp32,
             "float16": fp16}, "max_abs_round_difference": max(abs(a - b) for a, b in zip(fp32, fp16, strict=True)),
-            "final_heldout_loss": final, "final_difference": final["float16"] - final["float32"]}
+            "final_test_loss": final, "final_difference": final["float16"] - final["float32"]}

@@ -22,7 +22,7 @@ def _run_dir(root: Path, name: str, model: Path, corrupt_type: str, loss: float)
               "corrupt-type": corrupt_type, "max-length": 64}
     config.pop("eval-metrics", None)  # an older run: missing keys take today's defaults
     (run / "config.json").write_text(json.dumps({"run_config": config}))
-    (run / "summary.json").write_text(json.dumps({"final_server_eval": {"heldout-loss": loss}}))
+    (run / "summary.json").write_text(json.dumps({"final_server_eval": {"valid-loss": loss}}))
     return run
 
 
