@@ -22,7 +22,7 @@ def _experiment(args: argparse.Namespace) -> None:
                           timeout=args.cell_timeout)
     records = run_grid(spec, out, runner, run=not args.summarize_only)
     best = best_per_arm(spec, records)
-    path = write_results(spec, records, best, out, args.command_line)
+    path = write_results(spec, records, best, out, args.command_line, runner.app_dir)
     header, rows = best_rows(spec, best)
     show_table(f"{spec.name}: best per arm", header, rows)
     failed = [r["cell"] for r in records if r["status"] != "done"]

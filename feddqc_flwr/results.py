@@ -61,11 +61,11 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str:
-    """The commit of the code that ran, or 'unknown' (a FAB install has no .git)."""
+def git_commit(folder: Path | None = None) -> str:
+    """The commit of `folder` (default: this code), or 'unknown' (a FAB install has no .git)."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+                              cwd=folder or Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

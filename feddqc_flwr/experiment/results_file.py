@@ -46,9 +46,14 @@ def cell_rows(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> tuple[
 
 
 def write_results(spec: ExperimentSpec, records: Sequence[dict[str, Any]], best: Sequence[ArmResult],
-                  out: Path, command: str) -> Path:
-    """Write results.json (everything) and results.md (the two tables); return the JSON path."""
+                  out: Path, command: str, app_dir: Path) -> Path:
+    """Write results.json (everything) and results.md (the two tables); return the JSON path.
+
+    `app_git_commit` is the commit of the Flower app the cells ran (runs installed from a FAB
+    cannot see their own .git); `git_commit` that of the harness.
+    """
     payload = {"experiment": spec.raw, "command": command, "git_commit": git_commit(),
+               "app_dir": str(app_dir), "app_git_commit": git_commit(app_dir),
                "packages": package_versions(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                "best_per_arm": [b.as_dict() for b in best], "cells": list(records)}
     path = out / RESULTS_JSON
@@ -56,7 +61,8 @@ def write_results(spec: ExperimentSpec, records: Sequence[dict[str, Any]], best:
     best_header, best_table = best_rows(spec, best)
     cell_header, cell_table = cell_rows(spec, records)
     (out / RESULTS_MD).write_text(
-        f"# Experiment {spec.name}\n\nCommand: `{command}`  \nCommit: `{payload['git_commit']}`\n\n"
+        f"# Experiment {spec.name}\n\nCommand: `{command}`  \nApp commit (cells): `{payload['app_git_commit']}`, "
+        f"harness commit: `{payload['git_commit']}`\n\n"
         f"## Best per arm\n\nHyperparameters chosen by mean `{spec.select_metric}` over seeds; test metrics as "
         f"mean ± sample std over seeds.\n\n{markdown_table(best_header, best_table)}\n\n"
         f"## All cells\n\n{markdown_table(cell_header, cell_table)}\n")

@@ -47,10 +47,12 @@ class ArmResult:
     select: Spread
     report: dict[str, Spread]
     candidates: int
+    seed_values: dict[str, list[float]]  # report metric -> value of each finished seed
 
     def as_dict(self) -> dict[str, Any]:
         return {"arm": self.arm, "params": self.params, "select": asdict(self.select),
-                "report": {k: asdict(v) for k, v in self.report.items()}, "candidates": self.candidates}
+                "report": {k: asdict(v) for k, v in self.report.items()}, "candidates": self.candidates,
+                "seed_values": self.seed_values}
 
 
 def _metric(record: dict[str, Any], name: str) -> float:
@@ -76,6 +78,7 @@ def best_per_arm(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> lis
         rated = {key: Spread.of([_metric(r, spec.select_metric) for r in recs]) for key, recs in groups[arm].items()}
         usable = [key for key, s in rated.items() if s.n > 0] or list(rated)
         best = min(usable, key=lambda k: sign * rated[k].mean if rated[k].n else math.inf)
-        report = {m: Spread.of([_metric(r, m) for r in groups[arm][best]]) for m in spec.report_metrics}
-        results.append(ArmResult(arm, params_of[(arm, best)], rated[best], report, len(rated)))
+        values = {m: [_metric(r, m) for r in groups[arm][best]] for m in spec.report_metrics}
+        report = {m: Spread.of(v) for m, v in values.items()}
+        results.append(ArmResult(arm, params_of[(arm, best)], rated[best], report, len(rated), values))
     return results

@@ -54,9 +54,12 @@ def _arm_plot(best: list[dict[str, Any]], metric: str, path: Path) -> None:
     means = [b["report"][metric]["mean"] for b in best]
     stds = [b["report"][metric]["std"] for b in best]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(arms)), 4))
-    ax.bar(range(len(arms)), means, yerr=stds, capsize=4)
+    ax.errorbar(range(len(arms)), means, yerr=stds, fmt="o", capsize=5)
+    for b in best:  # every seed of the chosen cell, so a reader sees the spread behind the bar
+        seeds = b.get("seed_values", {}).get(metric, [])
+        ax.scatter([arms.index(b["arm"])] * len(seeds), seeds, marker="x", color="grey", zorder=3)
     ax.set_xticks(range(len(arms)), arms, rotation=30)
-    ax.set(ylabel=metric, title=f"{metric}: best hyperparameters per arm, mean ± std over seeds")
+    ax.set(ylabel=metric, title=f"{metric} per arm\n(best on validation; mean ± std, x = seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

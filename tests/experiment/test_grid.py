@@ -93,10 +93,13 @@ def test_results_file_records_config_versions_commit_and_tables(tmp_path: Path) 
     spec_path.write_text(TOML)
     spec = load_spec(spec_path)
     records = run_grid(spec, tmp_path / "out", FakeRunner())
-    path = write_results(spec, records, best_per_arm(spec, records), tmp_path / "out", "feddqc experiment exp.toml")
+    app = Path(__file__).resolve().parents[2]
+    path = write_results(spec, records, best_per_arm(spec, records), tmp_path / "out", "feddqc experiment exp.toml",
+                         app)
     payload = json.loads(path.read_text())
     assert payload["experiment"]["arms"] == {"mixed": {"method": "fedavg"}}
-    assert payload["packages"]["flwr"] and payload["git_commit"]
+    assert payload["packages"]["flwr"] and payload["git_commit"] == payload["app_git_commit"]
+    assert payload["best_per_arm"][0]["seed_values"] == {"test-loss": [0.002, 0.002]}
     assert payload["best_per_arm"][0]["params"] == {"lr-max": 0.001}
     assert "| mixed | lr-max=0.001 |" in (tmp_path / "out" / "results.md").read_text()
 
