@@ -3,7 +3,7 @@
 Keep-score = curated class (0..5) + long-tail score (in [0, 1)), so sorting by it is DS2's
 final selection: all of class 5 first, then 4, ..., and within a class the rarer samples first.
 The last run's transition matrix and curation counts stay in `DS2Scorer.last_report` (plain
-JSON-able values) for the client's node-local report; only its scalar counts may leave a client.
+JSON-able values) for the client's node-local report; none of it is sent to the server.
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ from feddqc_flwr.scoring.ds2.curation import curate, long_tail_scores
 from feddqc_flwr.scoring.ds2.hoc import estimate_transition
 from feddqc_flwr.scoring.ds2.rating import NUM_CLASSES, EndpointRater, LocalRater, Rater, rate, render_sample
 from feddqc_flwr.scoring.neighbours import nearest_neighbours
-
-
-def report_scalars(report: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a DS2 report that may leave a client (no matrix, no text)."""
-    return {f"ds2-{key}": float(report[key]) for key in ("rated", "parse-failures", "retried", "misrated", "curated")}
 
 
 class DS2Scorer:
