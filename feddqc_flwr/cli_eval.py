@@ -17,9 +17,9 @@ from flwr.app import ArrayRecord
 from safetensors.torch import load_file
 
 from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import EVAL_METRICS, RunConfig, parse_run_config
+from feddqc_flwr.config import EVAL_METRICS
 from feddqc_flwr.model import load_model_bundle, set_adapter_arrays, spec_from_config
-from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.results import saved_run_config
 from feddqc_flwr.server_app import evaluate_splits, server_eval_sets
 
 
@@ -30,18 +30,6 @@ def locate(target: Path, adapter: str) -> tuple[Path, Path]:
     return target, target / "adapters" / adapter
 
 
-def run_config_of(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The run's config over today's defaults (keys the app no longer has are dropped)."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: give a run directory (or an adapter folder inside one)")
-    raw = default_run_config()
-    saved = json.loads(path.read_text())["run_config"]
-    raw.update({k: v for k, v in saved.items() if k in raw})
-    raw.update(overrides)
-    return parse_run_config(raw)
-
-
 def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     """Load base model + adapter, evaluate one split, print the table, write eval-<split>.json."""
     run_dir, adapter_dir = locate(Path(args.target), args.adapter)
@@ -50,7 +38,10 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {key: value for key, value in (("eval-metrics", args.metrics), ("judge-url", args.judge_url),
                                                ("judge-model", args.judge_model),
                                                ("eval-max-new-tokens", args.max_new_tokens)) if value is not None}
-    cfg = run_config_of(run_dir, overrides)
+    try:
+        cfg = saved_run_config(run_dir, overrides)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
     sets, closed_set = server_eval_sets(cfg)
     bundle = load_model_bundle(spec_from_config(cfg))
     set_adapter_arrays(bundle.model, ArrayRecord(load_file(adapter_dir / "adapter_model.safetensors")))

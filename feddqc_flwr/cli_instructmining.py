@@ -22,24 +22,17 @@ from typing import Any
 import numpy as np
 
 from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import TEMPLATES, RunConfig, parse_run_config
+from feddqc_flwr.config import TEMPLATES, RunConfig
 from feddqc_flwr.data.client_data import load_client_data, split_source
 from feddqc_flwr.data.corruption import TYPES, corrupt_rows
 from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.model import ModelSpec, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
-from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.results import saved_run_config
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.instructmining.indicators import INDICATORS, compute_indicators
 from feddqc_flwr.scoring.instructmining.rule import Rule, fit_rule
 from feddqc_flwr.scoring.instructmining.scorer import InstructMiningScorer
 from feddqc_flwr.scoring.instructmining.size_search import search_data_size
-
-
-def run_config_of(run_dir: Path) -> RunConfig:
-    """The run's config over today's defaults (keys added since the run get their defaults)."""
-    defaults = default_run_config()
-    saved = json.loads((run_dir / "config.json").read_text())["run_config"]
-    return parse_run_config({**defaults, **{k: v for k, v in saved.items() if k in defaults}})
 
 
 def run_target(run_dir: Path, metric: str) -> float:
@@ -67,7 +60,7 @@ def fit_command(args: argparse.Namespace) -> Rule:
     table: list[dict[str, Any]] = []
     for run_dir in map(Path, args.run_dirs):
         target = run_target(run_dir, args.target)
-        means = mean_indicators(run_config_of(run_dir), args.num_partitions, names)
+        means = mean_indicators(saved_run_config(run_dir), args.num_partitions, names)
         table.append({"run": run_dir.name, **means, args.target: target})
     y = np.array([row[args.target] for row in table])
     if args.log_target:

@@ -32,7 +32,8 @@ from flwr.app import ArrayRecord
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from feddqc_flwr.config import ConfigError, RunConfig
+from feddqc_flwr.config import ConfigError, RunConfig, parse_run_config
+from feddqc_flwr.run_defaults import default_run_config
 
 CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
 # Keys that fix the round schedule and the adapter's meaning: a resumed run must use the same.
@@ -127,6 +128,21 @@ class RunRecorder:
     def write_summary(self, summary: dict[str, Any]) -> Path:
         return self._write_json("summary.json", {"elapsed_seconds": time.time() - self.started,
                                                  "run_dir": str(self.run_dir), **summary})
+
+
+def saved_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A finished run's config from its config.json over today's defaults, then `overrides`.
+
+    Keys added to the app since the run get their defaults; keys it no longer has are dropped.
+    """
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: give a run directory (or an adapter folder inside one)")
+    raw = default_run_config()
+    saved = json.loads(path.read_text())["run_config"]
+    raw.update({k: v for k, v in saved.items() if k in raw})
+    raw.update(overrides or {})
+    return parse_run_config(raw)
 
 
 def round_record(entry: Any, server_eval: dict[str, float]) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feddqc_flwr.cli_instructmining import add_instructmining_commands, mean_indicators, run_config_of
+from feddqc_flwr.cli_instructmining import add_instructmining_commands, mean_indicators
 from feddqc_flwr.cli_score import add_score_command
+from feddqc_flwr.results import saved_run_config
 from feddqc_flwr.run_defaults import default_run_config
 from feddqc_flwr.scoring.instructmining.rule import Rule
 
@@ -36,7 +37,7 @@ def test_fit_refits_the_rule_from_run_directories(tiny_model_dir: Path, tmp_path
                               "--indicators", "output_len,mtld"])
     rule = args.func(args)
     assert Rule.load(out) == rule and set(rule.weights) == {"output_len", "mtld"}
-    means = [mean_indicators(run_config_of(r), 2, ["output_len", "mtld"]) for r in runs]
+    means = [mean_indicators(saved_run_config(r), 2, ["output_len", "mtld"]) for r in runs]
     x = np.array([[1.0, m["output_len"], m["mtld"]] for m in means])
     coef = np.linalg.lstsq(x, np.log([2.0, 2.5, 3.0, 2.8]), rcond=None)[0]
     np.testing.assert_allclose([rule.intercept, rule.weights["output_len"], rule.weights["mtld"]], coef)
