@@ -11,8 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from feddqc_flwr.completion import complete
 from feddqc_flwr.evaluation.choices import Choice, normalise_answer, row_choice
 from feddqc_flwr.model import ModelBundle
 from feddqc_flwr.prompts import encode_pair, start_token_id
@@ -33,29 +32,16 @@ def prompt_ids(bundle: ModelBundle, row: Mapping[str, Any], *, template: str, ma
 def generate_answers(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], *, template: str, max_length: int,
                      batch_size: int, max_new_tokens: int) -> list[str]:
     """Greedy completions (special tokens dropped, stripped), one per row, stopping at EOS."""
-    tokenizer, model = bundle.tokenizer, bundle.model
     prompts = [prompt_ids(bundle, r, template=template, max_length=max_length, max_new_tokens=max_new_tokens)
                for r in rows]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    pad_id, eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     answers = [""] * len(prompts)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start: start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                attention[row, width - len(prompts[i]):] = 1
-            out = model.generate(input_ids=ids.to(bundle.device), attention_mask=attention.to(bundle.device),
-                                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=pad_id, eos_token_id=eos_id)
-            for row, i in enumerate(idx):
-                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
-    model.train(was_training)
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        texts = complete(bundle.model, bundle.tokenizer, [prompts[i] for i in idx], max_new_tokens=max_new_tokens,
+                         do_sample=False, num_beams=1, eos_token_id=int(bundle.tokenizer.eos_token_id))
+        for i, text in zip(idx, texts, strict=True):
+            answers[i] = text.strip()
     return answers
 
 

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from feddqc_flwr.completion import complete
 from feddqc_flwr.openai_endpoint import ChatEndpoint, EndpointError
 
 log = logging.getLogger(__name__)
@@ -162,20 +163,8 @@ class LocalRater:
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
     def __call__(self, prompts: Sequence[Messages], attempt: int) -> list[str]:
-        tok = self.tokenizer
-        side, tok.padding_side = tok.padding_side, "left"
-        try:
-            enc = tok([self._text(m) for m in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = side
-        device = next(self.model.parameters()).device
+        ids = [self.tokenizer(self._text(m), add_special_tokens=False).input_ids for m in prompts]
         sampling = {"do_sample": True, "temperature": 1.2, "top_k": 50, "top_p": 0.9} if attempt else \
             {"do_sample": False}
         torch.manual_seed(self.seed + attempt)
-        was_training = self.model.training
-        self.model.eval()
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device),
-                                      max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
-        self.model.train(was_training)
-        return tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        return complete(self.model, self.tokenizer, ids, max_new_tokens=self.max_new_tokens, **sampling)
