@@ -11,21 +11,10 @@ from typing import Any
 
 from feddqc_flwr.experiment.spec import ExperimentSpec
 from feddqc_flwr.experiment.summary import ArmResult
+from feddqc_flwr.report.document import Document
 from feddqc_flwr.results import git_commit, package_versions
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
-    return str(value)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def best_rows(spec: ExperimentSpec, best: Sequence[ArmResult]) -> tuple[list[str], list[list[Any]]]:
@@ -58,12 +47,14 @@ def write_results(spec: ExperimentSpec, records: Sequence[dict[str, Any]], best:
                "best_per_arm": [b.as_dict() for b in best], "cells": list(records)}
     path = out / RESULTS_JSON
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    best_header, best_table = best_rows(spec, best)
-    cell_header, cell_table = cell_rows(spec, records)
-    (out / RESULTS_MD).write_text(
-        f"# Experiment {spec.name}\n\nCommand: `{command}`  \nApp commit (cells): `{payload['app_git_commit']}`, "
-        f"harness commit: `{payload['git_commit']}`\n\n"
-        f"## Best per arm\n\nHyperparameters chosen by mean `{spec.select_metric}` over seeds; test metrics as "
-        f"mean ± sample std over seeds.\n\n{markdown_table(best_header, best_table)}\n\n"
-        f"## All cells\n\n{markdown_table(cell_header, cell_table)}\n")
+    doc = Document(f"Experiment {spec.name}")
+    doc.text(f"Command: `{command}`  \nApp commit (cells): `{payload['app_git_commit']}`, "
+             f"harness commit: `{payload['git_commit']}`")
+    doc.heading("Best per arm")
+    doc.text(f"Hyperparameters chosen by mean `{spec.select_metric}` over seeds; test metrics as "
+             "mean ± sample std over seeds.")
+    doc.table(*best_rows(spec, best))
+    doc.heading("All cells")
+    doc.table(*cell_rows(spec, records))
+    (out / RESULTS_MD).write_text(doc.markdown())
     return path
