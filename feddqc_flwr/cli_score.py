@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import TEMPLATES
+from feddqc_flwr.config import SCORE_DTYPES, TEMPLATES
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.corruption import TYPES, corrupt_rows
 from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.model import ModelSpec, load_model_bundle
+from feddqc_flwr.precision import resolve_score_dtype
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.registry import DEFAULT_SCORER, SCORERS, get_scorer
 from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_quality
@@ -43,6 +44,7 @@ def score_dataset(args: argparse.Namespace) -> dict[str, Any]:
     bundle = load_model_bundle(ModelSpec(name=args.model))
     ctx = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=args.template,
                          max_length=args.max_length, batch_size=args.batch_size, device=bundle.device,
+                         compute_dtype=resolve_score_dtype(args.score_dtype, bundle.device),
                          reference_rows=split.test.to_list()[: args.num_reference], seed=args.seed,
                          options={"rater-url": args.rater_url, "rater-model": args.rater_model,
                                   "instructmining-rule": args.instructmining_rule})
@@ -82,6 +84,8 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default="alpaca", choices=TEMPLATES)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--score-dtype", default="auto", choices=SCORE_DTYPES,
+                   help="precision of the scoring passes, as the run config's score-dtype")
     p.add_argument("--retention", type=float, default=0.5, help="fraction kept for the kept/removal metrics")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rater-url", default="", help="ds2: OpenAI-compatible endpoint; empty = the model rates")

@@ -37,6 +37,7 @@ from feddqc_flwr.model import (
     set_adapter_arrays,
     spec_from_config,
 )
+from feddqc_flwr.precision import resolve_score_dtype
 from feddqc_flwr.results import client_local_dir
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.registry import get_scorer
@@ -59,6 +60,7 @@ class ClientSetup:
     bundle: ModelBundle
     data: ClientData
     partition_id: int
+    seconds: float  # config, data, model (cached per process in simulation) and the received adapter
 
     @property
     def seed(self) -> int:
@@ -72,12 +74,13 @@ def _client_data(cfg: RunConfig, context: Context) -> ClientData:
 
 
 def _setup(msg: Message, context: Context) -> ClientSetup:
+    started = time.perf_counter()
     cfg = parse_run_config(context.run_config)
     partition_id = int(context.node_config["partition-id"])
     data = _client_data(cfg, context)
     bundle = load_model_bundle(spec_from_config(cfg))
     set_adapter_arrays(bundle.model, msg.content["arrays"])
-    return ClientSetup(cfg, bundle, data, partition_id)
+    return ClientSetup(cfg, bundle, data, partition_id, time.perf_counter() - started)
 
 
 def _reference_rows(context: Context) -> list[dict]:
@@ -93,6 +96,7 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
     cfg, bundle = setup.cfg, setup.bundle
     scoring = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=cfg.prompt_template,
                              max_length=cfg.max_length, batch_size=cfg.score_batch_size, device=bundle.device,
+                             compute_dtype=resolve_score_dtype(cfg.score_dtype, bundle.device),
                              reference_rows=_reference_rows(context), seed=setup.seed,
                              options={"rater-url": cfg.rater_url, "rater-model": cfg.rater_model,
                                       "instructmining-rule": cfg.instructmining_rule})
@@ -122,7 +126,7 @@ def score(msg: Message, context: Context) -> Message:
     seconds = _score_pool(setup, progress, int(config["hierarchy"]), context)
     progress.save(context.state)
     finite = progress.score_array()[np.isfinite(progress.score_array())]
-    metrics = {"count": int(finite.size), "seconds": seconds,
+    metrics = {"count": int(finite.size), "seconds": seconds, "setup-seconds": setup.seconds,
                "min": float(finite.min()) if finite.size else 0.0,
                "max": float(finite.max()) if finite.size else 0.0}
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
@@ -233,7 +237,7 @@ def train(msg: Message, context: Context) -> Message:
     else:
         rows = setup.data.train
         metrics = _baseline_metrics(setup)
-    metrics.update({"score-seconds": score_seconds, "num-examples": len(rows)})
+    metrics.update({"score-seconds": score_seconds, "setup-seconds": setup.seconds, "num-examples": len(rows)})
     started = time.perf_counter()
     if len(rows) == 0:
         log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)

@@ -20,6 +20,7 @@ THRESHOLD_MODES = ("lambda", "retention")
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCORE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # = precision.resolve_score_dtype
 TRANSPORT_DTYPES = ("float32", "float16")
 TEMPLATES = ("alpaca", "chat")
 PARTITIONERS = ("iid", "dirichlet", "quality", "natural")
@@ -54,6 +55,7 @@ class RunConfig:
     retention: float
     histogram_bins: int
     score_batch_size: int
+    score_dtype: str
     local_steps: int
     batch_size: int
     grad_accum: int
@@ -192,6 +194,7 @@ def _validate(cfg: RunConfig) -> None:
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("quantization", cfg.quantization, QUANTIZATIONS)
     _choice("dtype", cfg.dtype, DTYPES)
+    _choice("score-dtype", cfg.score_dtype, SCORE_DTYPES)
     _choice("transport-dtype", cfg.transport_dtype, TRANSPORT_DTYPES)
     _choice("prompt-template", cfg.prompt_template, TEMPLATES)
     _choice("partitioner", cfg.partitioner, PARTITIONERS)

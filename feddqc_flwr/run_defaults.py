@@ -1,4 +1,5 @@
-"""The app's embedded default run config, read from the project's pyproject.toml.
+"""The app's embedded default run config, read from the project's pyproject.toml, and the
+paper's settings shipped as a preset.
 
 `flwr run` merges `--run-config` overrides over these defaults; tools that build run configs
 outside Flower (the experiment harness, `feddqc eval`) do the same merge with this table.
@@ -19,3 +20,9 @@ def default_run_config(project: Path = PROJECT_ROOT) -> dict[str, Any]:
     if not pyproject.is_file():
         raise FileNotFoundError(f"no pyproject.toml in {project}: pass the Flower app folder (--app)")
     return dict(tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"])
+
+
+def paper_preset() -> dict[str, Any]:
+    """The FedDQC paper's settings (feddqc_flwr/presets/paper.toml) over the embedded defaults."""
+    preset = Path(__file__).parent / "presets" / "paper.toml"
+    return {**default_run_config(), **tomllib.loads(preset.read_text())}

@@ -21,19 +21,39 @@ def test_adapter_bytes_match_lora_shapes(tiny_model_dir: Path) -> None:
     assert out["round_fp32_bytes"] == 4 * out["payload_fp32_bytes"]
 
 
-def test_overhead_is_wall_minus_measured_compute(tmp_path: Path) -> None:
+def test_overhead_is_wall_minus_measured_compute_and_setup(tmp_path: Path) -> None:
     lines = [
         {"server_round": 0, "time": 100.0, "server_eval": {"seconds": 1.0}},
         {"server_round": 1, "time": 130.0, "server_eval": {"seconds": 2.0},
-         "scoring": {"client-score-seconds": 10.0},
-         "clients": [{"train-seconds": 5.0, "score-seconds": 0.0}, {"train-seconds": 6.0, "score-seconds": 1.0}]},
+         "scoring": {"client-score-seconds": 10.0, "client-setup-seconds": 3.0},
+         "clients": [{"train-seconds": 5.0, "score-seconds": 0.0, "setup-seconds": 0.5},
+                     {"train-seconds": 6.0, "score-seconds": 1.0, "setup-seconds": 0.5}]},
         {"server_round": 2, "time": 150.0, "server_eval": {"seconds": 2.0}, "scoring": {},
          "clients": [{"train-seconds": 8.0, "score-seconds": 0.0}, {"train-seconds": 8.0, "score-seconds": 0.0}]},
-    ]
+    ]  # round 2 as written before clients reported set-up
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     out = round_overhead(tmp_path / "metrics.jsonl")
-    assert [r["overhead_seconds"] for r in out["rounds"]] == pytest.approx([30 - 24, 20 - 18])
-    assert out["overhead_share"] == pytest.approx(8 / 50)
+    assert [r["setup_seconds"] for r in out["rounds"]] == pytest.approx([4.0, 0.0])
+    assert [r["overhead_seconds"] for r in out["rounds"]] == pytest.approx([30 - 24 - 4, 20 - 18])
+    assert out["overhead_share"] == pytest.approx(4 / 50) and out["setup_share"] == pytest.approx(4 / 50)
+
+
+def test_parallel_clients_last_as_long_as_the_slowest(tmp_path: Path) -> None:
+    lines = [
+        {"server_round": 0, "time": 100.0},
+        {"server_round": 1, "time": 130.0, "server_eval": {"seconds": 2.0},
+         "scoring": {"client-score-seconds": 10.0, "client-score-seconds-max": 6.0,
+                     "client-setup-seconds": 3.0, "client-setup-seconds-max": 2.0},
+         "clients": [{"train-seconds": 5.0, "score-seconds": 0.0, "setup-seconds": 0.5},
+                     {"train-seconds": 6.0, "score-seconds": 1.0, "setup-seconds": 1.5}]},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = round_overhead(tmp_path / "metrics.jsonl", clients="parallel")
+    assert out["rounds"][0]["compute_seconds"] == pytest.approx(7.0 + 6.0 + 2.0)
+    assert out["rounds"][0]["setup_seconds"] == pytest.approx(1.5 + 2.0)
+    assert out["overhead_seconds"] == pytest.approx(30 - 15 - 3.5)
+    with pytest.raises(ValueError, match="allowed values are sequential, parallel"):
+        round_overhead(tmp_path / "metrics.jsonl", clients="threads")
 
 
 def test_transport_accuracy_compares_test_loss_per_round(tmp_path: Path) -> None:

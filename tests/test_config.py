@@ -20,6 +20,7 @@ def test_embedded_default_is_valid_and_small() -> None:
     ("quantization", "2bit", "allowed values are none, 8bit, 4bit"),
     ("transport-dtype", "bfloat16", "'transport-dtype' = 'bfloat16': allowed values are float32, float16"),
     ("threshold-mode", "top-k", "allowed values are lambda, retention"),
+    ("score-dtype", "int8", "'score-dtype' = 'int8': allowed values are auto, float32, bfloat16, float16"),
     ("retention", 0.0, "'retention' = 0.0: must be in (0.0, 1.0]"),
     ("hierarchies", 9, "'hierarchies' = 9: must be between 1 and num-server-rounds (6)"),
     ("local-steps", "ten", "'local-steps' = 'ten': must be of type int"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import time
 from typing import Any
 
 import torch
@@ -41,3 +42,20 @@ def describe_machine() -> dict[str, Any]:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, repeats: int = 20) -> float:
+    """Throughput of one transformer-sized matrix product (2048 x 576 by 576 x 1536, SmolLM2's MLP)
+    in `dtype`: says whether this hardware runs that precision natively."""
+    x = torch.randn(2048, 576, device=device).to(dtype)
+    w = torch.randn(1536, 576, device=device).to(dtype)
+    for _ in range(3):
+        torch.nn.functional.linear(x, w)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.nn.functional.linear(x, w)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * 2048 * 576 * 1536 * repeats / (time.perf_counter() - started) / 1e9

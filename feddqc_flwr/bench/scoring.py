@@ -1,14 +1,15 @@
 """Scoring cost, measured in one process on the same rows and model.
 
+For float32 and for the scoring precision (`score-dtype`, bf16 where the hardware has it):
 - lower bound: the transformer trunk alone over exactly the tokens IRA reads, batched the same
   way (no LM head at all), so scoring/lower-bound >= 1 and says what the head and bookkeeping add;
 - plain forward: the usual `model(input_ids)` with full-vocabulary logits, for context;
-- one-sample loop: what the public IRA/IFD code does (batch 1, full logits, HF loss), which
-  must give the same scores;
-- training: seconds per local step at the same length, for the scoring/training ratio under the
-  paper's protocol (the protocol numbers are inputs, stated in the result), and the process's
-  peak memory before it (the final peak minus this is what the training step adds);
-- every registered scorer relative to IRA.
+- one-sample loop: what the public IRA/IFD code does (batch 1, full logits, HF loss). In float32
+  it is the reference every speed-up and score difference is measured against; in the scoring
+  precision it separates what batching gains from what the precision gains.
+Then: seconds per local optimizer step at the same length (training runs in the model's dtype),
+for the scoring/training ratio under the paper's protocol (its numbers are inputs, stated in the
+result); every registered scorer relative to IRA; the process's peak memory.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 import torch
 
 from feddqc_flwr.batching import pad_sequences
-from feddqc_flwr.bench.machine import peak_rss_mib
+from feddqc_flwr.bench.machine import matmul_gflops, peak_rss_mib
 from feddqc_flwr.model import ModelBundle
+from feddqc_flwr.precision import compute_precision
 from feddqc_flwr.prompts import encode_pair, start_token_id
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.ira import ira_scores
@@ -51,26 +53,26 @@ def ira_sequences(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], templa
 
 
 def batched_forward(bundle: ModelBundle, sequences: Sequence[tuple[list[int], list[int]]], batch_size: int,
-                    trunk_only: bool) -> None:
-    """Forward the same length-sorted batches as scoring: trunk only, or with full logits."""
+                    trunk_only: bool, dtype: torch.dtype) -> None:
+    """Forward the same length-sorted, right-padded batches as scoring: trunk only, or with full logits."""
     lm = causal_lm(bundle.model)
     body = lm.get_decoder() if trunk_only else lm
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     bundle.model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_precision(bundle.device, dtype):
         for start in range(0, len(order), batch_size):
-            ids, attention, _ = pad_sequences([sequences[i] for i in order[start : start + batch_size]],
-                                              int(bundle.tokenizer.pad_token_id))
-            body(input_ids=ids.to(bundle.device), attention_mask=attention.to(bundle.device))
+            ids, _, _ = pad_sequences([sequences[i] for i in order[start : start + batch_size]],
+                                      int(bundle.tokenizer.pad_token_id))
+            body(input_ids=ids.to(bundle.device), use_cache=False)
 
 
 def one_sample_ira(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], template: str,
-                   max_length: int) -> np.ndarray:
+                   max_length: int, dtype: torch.dtype = torch.float32) -> np.ndarray:
     """IRA the way the public FedDQC code computes it: one sample at a time, HF's mean loss."""
     start = start_token_id(bundle.tokenizer)
     out = []
     bundle.model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_precision(bundle.device, dtype):
         for row in rows:
             pair = encode_pair(row, bundle.tokenizer, template, max_length)
             losses = []
@@ -82,53 +84,101 @@ def one_sample_ira(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], templ
     return np.asarray(out)
 
 
+def score_agreement(scores: np.ndarray, reference: np.ndarray, retention: float = 0.5) -> dict[str, float]:
+    """How far `scores` are from `reference`: max |difference|, rank correlation, and the share of
+    the reference's top `retention` that `scores` also keep (what selection actually sees)."""
+    ranks = [np.argsort(np.argsort(s, kind="stable"), kind="stable") for s in (scores, reference)]
+    keep = max(1, round(retention * len(scores)))
+    top = [set(np.argsort(-s, kind="stable")[:keep].tolist()) for s in (scores, reference)]
+    return {"max_abs_diff": float(np.nanmax(np.abs(scores - reference))),
+            "rank_correlation": float(np.corrcoef(*ranks)[0, 1]) if len(scores) > 1 else 1.0,
+            "kept_overlap": len(top[0] & top[1]) / keep, "retention": retention}
+
+
+def _precision_costs(bundle: ModelBundle, rows: list[dict], sequences: list, dtype: torch.dtype, *,
+                     template: str, max_length: int, batch_size: int, repeats: int,
+                     loop_float32: tuple[float, np.ndarray] | None) -> tuple[dict[str, Any], tuple[float, np.ndarray]]:
+    """Batched IRA, its lower bound, a plain forward and the one-sample loop, all in `dtype`; and
+    the loop's (seconds, scores), the float32 reference when `loop_float32` is None."""
+    kwargs = {"template": template, "max_length": max_length, "batch_size": batch_size,
+              "device": bundle.device, "compute_dtype": dtype}
+    t_ira, scores = timed(lambda: ira_scores(bundle.model, bundle.tokenizer, rows, **kwargs).ira, repeats)
+    t_trunk, _ = timed(lambda: batched_forward(bundle, sequences, batch_size, True, dtype), repeats)
+    t_plain, _ = timed(lambda: batched_forward(bundle, sequences, batch_size, False, dtype), repeats)
+    t_loop, looped = timed(lambda: one_sample_ira(bundle, rows, template, max_length, dtype), 1, warmup=False)
+    t_ref, reference = loop_float32 or (t_loop, looped)
+    return {
+        "seconds": {"ira_batched": t_ira, "trunk_lower_bound": t_trunk, "plain_forward_full_logits": t_plain,
+                    "one_sample_loop": t_loop},
+        "ira_over_lower_bound": t_ira / t_trunk,
+        "ira_over_plain_forward": t_ira / t_plain,
+        "speedup_vs_one_sample_loop_same_precision": t_loop / t_ira,
+        "speedup_vs_one_sample_loop_float32": t_ref / t_ira,
+        "agreement_vs_float32_loop": score_agreement(scores, reference),
+        "rows_per_second": len(rows) / t_ira,
+    }, (t_loop, looped)
+
+
+def protocol_ratios(score_seconds_per_row: float, step_seconds: float, protocol: Mapping[str, float]) -> dict:
+    """Scoring / training time per client, per hierarchy and overall, under `protocol`.
+
+    At the start of hierarchy k a client re-scores what it has not trained on yet, (K-k+1)/K of
+    its pool when nothing is filtered out (the most scoring there can be); it trains
+    rounds/K x participation x local_steps steps per hierarchy.
+    """
+    k, pool = int(protocol["hierarchies"]), protocol["samples_per_client"]
+    steps = protocol["rounds"] / k * protocol["participation"] * protocol["local_steps"]
+    scored = [pool * (k - stage + 1) / k for stage in range(1, k + 1)]
+    per_stage = [n * score_seconds_per_row / (steps * step_seconds) for n in scored]
+    return {"scored_rows_per_hierarchy": scored, "train_steps_per_hierarchy": steps,
+            "scoring_over_training_per_hierarchy": per_stage,
+            "scoring_over_training": sum(scored) * score_seconds_per_row / (k * steps * step_seconds)}
+
+
 def bench_scoring(bundle: ModelBundle, rows: list[dict], reference: list[dict], *, template: str,
-                  max_length: int, batch_size: int, repeats: int, train_batch: int, train_steps: int,
-                  protocol: Mapping[str, float]) -> dict[str, Any]:
+                  max_length: int, batch_size: int, repeats: int, train_batch: int, train_grad_accum: int,
+                  train_steps: int, protocol: Mapping[str, float], score_dtype: torch.dtype) -> dict[str, Any]:
     """Every scoring measurement on one model and one set of rows."""
     sequences = ira_sequences(bundle, rows, template, max_length)
-    tokens = sum(len(ids) for ids, _ in sequences)
-    kwargs = {"template": template, "max_length": max_length, "batch_size": batch_size, "device": bundle.device}
-    t_ira, batched = timed(lambda: ira_scores(bundle.model, bundle.tokenizer, rows, **kwargs).ira, repeats)
-    t_trunk, _ = timed(lambda: batched_forward(bundle, sequences, batch_size, trunk_only=True), repeats)
-    t_plain, _ = timed(lambda: batched_forward(bundle, sequences, batch_size, trunk_only=False), repeats)
-    t_loop, looped = timed(lambda: one_sample_ira(bundle, rows, template, max_length), 1, warmup=False)
+    common = {"template": template, "max_length": max_length, "batch_size": batch_size, "repeats": repeats}
+    full, loop_float32 = _precision_costs(bundle, rows, sequences, torch.float32, loop_float32=None, **common)
+    precisions = {"float32": full}
+    name = str(score_dtype).removeprefix("torch.")
+    if score_dtype != torch.float32:
+        precisions[name], _ = _precision_costs(bundle, rows, sequences, score_dtype, loop_float32=loop_float32,
+                                               **common)
 
     context = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=template,
                              max_length=max_length, batch_size=batch_size, device=bundle.device,
-                             reference_rows=reference)
+                             compute_dtype=score_dtype, reference_rows=reference)
     scorers = {}
-    for name, scorer in SCORERS.items():
-        if name in NEEDS_REFERENCE and not reference:
+    for scorer_name, scorer in SCORERS.items():
+        if scorer_name in NEEDS_REFERENCE and not reference:
             continue
         seconds, _ = timed(lambda s=scorer: s.score(rows, context), 1, warmup=False)  # model already warm
-        scorers[name] = {"seconds": seconds, "relative_to_ira": seconds / t_ira}
+        scorers[scorer_name] = {"seconds": seconds,
+                                "relative_to_ira": seconds / precisions[name]["seconds"]["ira_batched"]}
 
     initial = {k: v.detach().clone() for k, v in bundle.model.state_dict().items() if "lora_" in k}
     rss_before_training = peak_rss_mib()  # the process peak only grows: what training adds shows after it
     started = time.perf_counter()
     train_adapter(bundle.model, bundle.tokenizer, rows, LocalTrainConfig(
-        steps=train_steps, batch_size=train_batch, grad_accum=1, learning_rate=1e-4, max_length=max_length,
+        steps=train_steps, batch_size=train_batch, grad_accum=train_grad_accum, learning_rate=1e-4,
+        max_length=max_length,
         template=template, proximal_mu=0.0, seed=0))
     step_seconds = (time.perf_counter() - started) / train_steps
     bundle.model.load_state_dict(initial, strict=False)
 
-    per_sample = t_ira / len(rows)
-    scored = protocol["samples_per_client"] * (protocol["hierarchies"] + 1) / 2  # pools shrink by stage
-    trained_steps = protocol["rounds"] * protocol["participation"] * protocol["local_steps"]
+    for costs in precisions.values():
+        costs["protocol"] = protocol_ratios(costs["seconds"]["ira_batched"] / len(rows), step_seconds, protocol)
     return {
-        "rows": len(rows), "tokens": tokens, "batch_size": batch_size, "max_length": max_length,
-        "seconds": {"ira_batched": t_ira, "trunk_lower_bound": t_trunk, "plain_forward_full_logits": t_plain,
-                    "one_sample_loop": t_loop, "train_step": step_seconds},
-        "ira_over_lower_bound": t_ira / t_trunk,
-        "ira_over_plain_forward": t_ira / t_plain,
-        "speedup_vs_one_sample_loop": t_loop / t_ira,
-        "max_abs_diff_vs_one_sample_loop": float(np.nanmax(np.abs(batched - looped))),
-        "rows_per_second": len(rows) / t_ira,
+        "rows": len(rows), "tokens": sum(len(ids) for ids, _ in sequences), "batch_size": batch_size,
+        "max_length": max_length, "score_dtype": name,
+        "matmul_gflops": {str(d).removeprefix("torch."): matmul_gflops(d, bundle.device)
+                          for d in dict.fromkeys((torch.float32, score_dtype))},
+        "train_dtype": str(next(bundle.model.parameters()).dtype).removeprefix("torch."),
+        "train_step_seconds": step_seconds, "train_batch": train_batch, "train_grad_accum": train_grad_accum,
+        "gradient_checkpointing": bool(getattr(causal_lm(bundle.model), "is_gradient_checkpointing", False)),
+        "precisions": precisions, "scorers": scorers, "protocol": dict(protocol),
         "peak_rss_mib_before_training": rss_before_training,
-        "scorers": scorers,
-        "protocol": {**protocol, "train_batch": train_batch,
-                     "scoring_seconds_per_client": scored * per_sample,
-                     "training_seconds_per_client": trained_steps * step_seconds,
-                     "scoring_over_training": scored * per_sample / (trained_steps * step_seconds)},
     }

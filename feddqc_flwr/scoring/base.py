@@ -22,7 +22,8 @@ Row = Mapping[str, Any]
 class ScoringContext:
     """The model as it is now plus the encoding settings training uses.
 
-    `reference_rows` are clean anchor/validation rows the server distributes (NUGGETS anchors,
+    `compute_dtype` is the precision of the scoring passes' matrix products (autocast; see
+    `feddqc_flwr.precision`). `reference_rows` are clean anchor/validation rows the server distributes (NUGGETS anchors,
     DataInf validation set); scorers that do not need them ignore them. `options` carries the
     run-config keys of one scorer (DS2's rater, InstructMining's rule file); empty = defaults.
     """
@@ -33,6 +34,7 @@ class ScoringContext:
     max_length: int
     batch_size: int
     device: torch.device
+    compute_dtype: torch.dtype = torch.float32
     reference_rows: Sequence[Row] = field(default_factory=list)
     seed: int = 0
     options: Mapping[str, str] = field(default_factory=dict)  # scorer settings from the run config, e.g. rater-url

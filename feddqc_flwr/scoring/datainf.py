@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from feddqc_flwr.batching import pad_sequences
+from feddqc_flwr.precision import compute_precision
 from feddqc_flwr.prompts import encode_pair, start_token_id
 from feddqc_flwr.scoring.base import Row, ScoringContext
-from feddqc_flwr.scoring.nll import position_nll
+from feddqc_flwr.scoring.nll import output_head, position_nll
 
 _DAMPING = 0.1  # DataInf's lambda_const_param = 10
 
@@ -56,13 +57,15 @@ def per_sample_lora_grads(rows: Sequence[Row], ctx: ScoringContext) -> dict[str,
     was_training = model.training
     model.eval()
     try:
+        head = output_head(model, ctx.compute_dtype)
         with torch.enable_grad():
             for first in range(0, len(order), ctx.batch_size):
                 idx = order[first : first + ctx.batch_size]
-                ids, attention, labels = (t.to(ctx.device) for t in
-                                          pad_sequences([sequences[i] for i in idx], int(tok.pad_token_id)))
+                ids, _, labels = (t.to(ctx.device) for t in
+                                  pad_sequences([sequences[i] for i in idx], int(tok.pad_token_id)))
                 captured.clear()
-                nll, owner = position_nll(model, ids, attention, labels)
+                with compute_precision(ctx.device, ctx.compute_dtype):  # the forward only: the products below stay fp32
+                    nll, owner = position_nll(model, ids, None, labels, head)  # right-padded: causal mask suffices
                 counts = torch.bincount(owner, minlength=len(idx)).to(nll.dtype)
                 loss = (nll / counts[owner]).sum()  # sum of per-sample mean losses
                 names = list(captured)

@@ -37,12 +37,13 @@ def ira_scores(
     max_length: int,
     batch_size: int,
     device: torch.device,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> IRAScores:
     """Score rows with the model as it is now (the current global adapter)."""
     start = start_token_id(tokenizer)
     pairs = [encode_pair(row, tokenizer, template, max_length) for row in rows]
     # Both passes in one length-sorted stream: short unconditioned sequences batch together.
     sequences = [p.conditioned(start) for p in pairs] + [p.unconditioned(start) for p in pairs]
-    losses = mean_nll(model, sequences, int(tokenizer.pad_token_id), batch_size, device)
+    losses = mean_nll(model, sequences, int(tokenizer.pad_token_id), batch_size, device, compute_dtype)
     cond, uncond = losses[: len(pairs)], losses[len(pairs) :]
     return IRAScores(ira=uncond - cond, loss_conditioned=cond, loss_unconditioned=uncond)

@@ -22,7 +22,8 @@ def _pairs(rows: Sequence[Row], ctx: ScoringContext) -> list[EncodedPair]:
 
 
 def _nll(ctx: ScoringContext, sequences: list[tuple[list[int], list[int]]]) -> np.ndarray:
-    return mean_nll(ctx.model, sequences, int(ctx.tokenizer.pad_token_id), ctx.batch_size, ctx.device)
+    return mean_nll(ctx.model, sequences, int(ctx.tokenizer.pad_token_id), ctx.batch_size, ctx.device,
+                    ctx.compute_dtype)
 
 
 def conditioned_loss(rows: Sequence[Row], ctx: ScoringContext) -> np.ndarray:
@@ -41,7 +42,7 @@ class IRAScorer:
 
     def score(self, rows: Sequence[Row], ctx: ScoringContext) -> np.ndarray:
         return ira_scores(ctx.model, ctx.tokenizer, rows, template=ctx.template, max_length=ctx.max_length,
-                          batch_size=ctx.batch_size, device=ctx.device).ira
+                          batch_size=ctx.batch_size, device=ctx.device, compute_dtype=ctx.compute_dtype).ira
 
 
 class LossScorer:

@@ -3,12 +3,15 @@
 All public IRA/IFD code scores one sample at a time; here samples are sorted by length and
 padded per batch, and the LM head runs only at labelled positions (on a small model the
 vocabulary projection costs more than the transformer), so the result is identical to a
-one-by-one loop up to float rounding.
+one-by-one loop up to float rounding. Batches are right-padded, so causal masking alone keeps
+every real token from seeing the padding after it: no padding mask is built, and attention
+takes its causal fast path. `compute_dtype` (e.g. bfloat16) runs the matrix products in lower
+precision under autocast; the NLL itself is always taken in float32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +19,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from feddqc_flwr.batching import pad_sequences
+from feddqc_flwr.precision import compute_precision
 from feddqc_flwr.prompts import IGNORE_INDEX
 
-_HEAD_CHUNK = 2048  # labelled positions projected to the vocabulary at once
+_HEAD_CHUNK = 128  # labelled positions projected to the vocabulary at once (cache-sized logits)
+
+Head = Callable[[torch.Tensor], torch.Tensor]
 
 
 def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
@@ -26,23 +32,36 @@ def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def position_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor,
-                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """NLL of each labelled token and the batch row it belongs to."""
+def output_head(model: torch.nn.Module, dtype: torch.dtype) -> Head:
+    """The LM head computing in `dtype`: its weight is cast once here, not at every call."""
+    head = causal_lm(model).get_output_embeddings()
+    if dtype == torch.float32 or head.weight.dtype == dtype:
+        return head
+    weight = head.weight.detach().to(dtype)
+    bias = None if head.bias is None else head.bias.detach().to(dtype)
+    return lambda states: torch.nn.functional.linear(states.to(dtype), weight, bias)
+
+
+def position_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor | None,
+                 labels: torch.Tensor, head: Head | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 NLL of each labelled token and the batch row it belongs to.
+
+    `attention = None` is for right-padded batches (see the module docstring).
+    """
     lm = causal_lm(model)
     targets = labels[:, 1:]
     rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
     if getattr(lm.config, "final_logit_softcapping", None):
-        logits = lm(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+        logits = lm(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1]
         picked = logits[rows, cols].float()
-    else:
-        hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
-        states = hidden[:, :-1][rows, cols]
-        head = lm.get_output_embeddings()
-        picked = torch.cat([head(states[i : i + _HEAD_CHUNK]).float()
-                            for i in range(0, len(states), _HEAD_CHUNK)]) if len(states) else states.float()
-    nll = torch.nn.functional.cross_entropy(picked, targets[rows, cols], reduction="none")
-    return nll, rows
+        return torch.nn.functional.cross_entropy(picked, targets[rows, cols], reduction="none"), rows
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
+    states, wanted = hidden[:, :-1][rows, cols], targets[rows, cols]
+    head = head or lm.get_output_embeddings()
+    parts = [torch.nn.functional.cross_entropy(head(states[i : i + _HEAD_CHUNK]).float(),
+                                               wanted[i : i + _HEAD_CHUNK], reduction="none")
+             for i in range(0, len(states), _HEAD_CHUNK)]
+    return (torch.cat(parts) if parts else states.new_zeros(0, dtype=torch.float32)), rows
 
 
 def mean_nll(
@@ -51,6 +70,7 @@ def mean_nll(
     pad_id: int,
     batch_size: int,
     device: torch.device,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """Mean NLL over each sequence's labelled tokens; NaN where a sequence has none.
 
@@ -61,11 +81,12 @@ def mean_nll(
     was_training = model.training
     model.eval()
     progress = tqdm(total=len(order), desc="scoring", unit="seq", disable=None, leave=False)
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_precision(device, compute_dtype):
+        head = output_head(model, compute_dtype)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, attention, labels = pad_sequences([sequences[i] for i in idx], pad_id)
-            nll, rows = position_nll(model, ids.to(device), attention.to(device), labels.to(device))
+            ids, _, labels = pad_sequences([sequences[i] for i in idx], pad_id)
+            nll, rows = position_nll(model, ids.to(device), None, labels.to(device), head)
             sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, rows.cpu(), nll.double().cpu())
             counts = torch.bincount(rows.cpu(), minlength=len(idx))
             for row, i in enumerate(idx):

@@ -46,14 +46,14 @@ class NuggetsScorer:
         anchors = [encode_pair(a, tok, ctx.template, half) for a in ctx.reference_rows]
         n_tokens = np.array([len(a.response_ids) for a in anchors], dtype=np.float64)
         zero_shot = -mean_nll(ctx.model, [a.conditioned(start) for a in anchors], pad, ctx.batch_size,
-                              ctx.device) * n_tokens
+                              ctx.device, ctx.compute_dtype) * n_tokens
         out = np.full(len(rows), np.nan)
         chunk = max(1, _SEQUENCES_PER_CALL // len(anchors))
         for first in range(0, len(rows), chunk):
             candidates = [encode_pair(r, tok, ctx.template, ctx.max_length - half)
                           for r in rows[first : first + chunk]]
             sequences = [_one_shot(start, c, a) for c in candidates for a in anchors]
-            nll = mean_nll(ctx.model, sequences, pad, ctx.batch_size, ctx.device)
+            nll = mean_nll(ctx.model, sequences, pad, ctx.batch_size, ctx.device, ctx.compute_dtype)
             one_shot = -nll.reshape(len(candidates), len(anchors)) * n_tokens
             out[first : first + len(candidates)] = (one_shot > zero_shot).mean(axis=1)
         return out

@@ -164,7 +164,12 @@ class FedDQCStrategy(Strategy):
         scored = [s for s in stats if int(s["count"]) > 0]
         summary: dict[str, float] = {"clients": float(len(stats)),
                                      "scored": float(sum(int(s["count"]) for s in stats)),
-                                     "client-score-seconds": float(sum(float(s["seconds"]) for s in stats))}
+                                     "client-score-seconds": float(sum(float(s["seconds"]) for s in stats)),
+                                     "client-setup-seconds": float(sum(float(s["setup-seconds"]) for s in stats)),
+                                     # clients on separate hosts: the query phase lasts as long as the slowest
+                                     "client-score-seconds-max": max((float(s["seconds"]) for s in stats), default=0.0),
+                                     "client-setup-seconds-max": max((float(s["setup-seconds"]) for s in stats),
+                                                                     default=0.0)}
         if not scored:
             log.warning("round %d: no client had samples left to score", server_round)
             return summary

@@ -16,6 +16,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 here="$repo/scripts/deploy"
 work=${WORK:-$(mktemp -d -t feddqc-deploy-XXXX)}
 port=${PORT:-9300}
+threads=${THREADS:-$(( $(nproc) / nodes > 0 ? $(nproc) / nodes : 1 ))}  # cores per node: they share this host
 export FLWR_HOME="$work/flwr-home" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 mkdir -p "$work/logs"
 pids=()
@@ -40,7 +41,7 @@ fi
 pids+=($!)
 wait_port "$port"
 for i in $(seq 0 $((nodes - 1))); do
-  node_env=(SUPERLINK="127.0.0.1:$port" RUNTIME_PORT=$((port + 100 + i)))
+  node_env=(SUPERLINK="127.0.0.1:$port" RUNTIME_PORT=$((port + 100 + i)) THREADS="$threads")
   if [ "$mode" = tls ]; then
     bash "$here/register-nodes.sh" demo "$work/keys/node-$i.pub"
     node_env+=(CA="$work/certs/ca.crt" KEY="$work/keys/node-$i")
