@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from feddqc_flwr.bench.machine import peak_rss_mib
-from feddqc_flwr.bench.scoring import bench_scoring, one_sample_ira, protocol_ratios, score_agreement
+from feddqc_flwr.bench.scoring import (
+    bench_scoring,
+    one_sample_ira,
+    protocol_ratios,
+    score_agreement,
+    timed_in_turn,
+)
 from feddqc_flwr.model import ModelSpec, load_model_bundle
 from feddqc_flwr.scoring.ira import ira_scores
 from feddqc_flwr.scoring.registry import SCORERS
@@ -64,3 +70,11 @@ def test_score_agreement_measures_what_selection_sees() -> None:
     assert same_order["rank_correlation"] == pytest.approx(1.0) and same_order["kept_overlap"] == 1.0
     swapped = score_agreement(np.array([4.0, 2.0, 3.0, 1.0]), reference)  # ranks 2 and 3 trade places
     assert swapped["kept_overlap"] == 0.5 and swapped["rank_correlation"] == pytest.approx(0.8)
+
+
+def test_timed_in_turn_runs_every_function_in_each_round() -> None:
+    calls: list[str] = []
+    seconds, results = timed_in_turn({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
+                                     repeats=2)
+    assert calls == ["a", "b"] * 3  # a warm-up round, then two timed ones
+    assert results == {"a": 1, "b": 2} and set(seconds) == {"a", "b"}

@@ -1,6 +1,7 @@
 """Scoring cost, measured in one process on the same rows and model.
 
-For float32 and for the scoring precision (`score-dtype`, bf16 where the hardware has it):
+For float32 and for the scoring precision (`score-dtype`, bf16 where the hardware has it), timed
+in turn (see `timed_in_turn`):
 - lower bound: the transformer trunk alone over exactly the tokens IRA reads, batched the same
   way (no LM head at all), so scoring/lower-bound >= 1 and says what the head and bookkeeping add;
 - plain forward: the usual `model(input_ids)` with full-vocabulary logits, for context;
@@ -95,28 +96,51 @@ def score_agreement(scores: np.ndarray, reference: np.ndarray, retention: float 
             "kept_overlap": len(top[0] & top[1]) / keep, "retention": retention}
 
 
-def _precision_costs(bundle: ModelBundle, rows: list[dict], sequences: list, dtype: torch.dtype, *,
-                     template: str, max_length: int, batch_size: int, repeats: int,
-                     loop_float32: tuple[float, np.ndarray] | None) -> tuple[dict[str, Any], tuple[float, np.ndarray]]:
-    """Batched IRA, its lower bound, a plain forward and the one-sample loop, all in `dtype`; and
-    the loop's (seconds, scores), the float32 reference when `loop_float32` is None."""
-    kwargs = {"template": template, "max_length": max_length, "batch_size": batch_size,
-              "device": bundle.device, "compute_dtype": dtype}
-    t_ira, scores = timed(lambda: ira_scores(bundle.model, bundle.tokenizer, rows, **kwargs).ira, repeats)
-    t_trunk, _ = timed(lambda: batched_forward(bundle, sequences, batch_size, True, dtype), repeats)
-    t_plain, _ = timed(lambda: batched_forward(bundle, sequences, batch_size, False, dtype), repeats)
-    t_loop, looped = timed(lambda: one_sample_ira(bundle, rows, template, max_length, dtype), 1, warmup=False)
-    t_ref, reference = loop_float32 or (t_loop, looped)
-    return {
-        "seconds": {"ira_batched": t_ira, "trunk_lower_bound": t_trunk, "plain_forward_full_logits": t_plain,
-                    "one_sample_loop": t_loop},
-        "ira_over_lower_bound": t_ira / t_trunk,
-        "ira_over_plain_forward": t_ira / t_plain,
-        "speedup_vs_one_sample_loop_same_precision": t_loop / t_ira,
-        "speedup_vs_one_sample_loop_float32": t_ref / t_ira,
-        "agreement_vs_float32_loop": score_agreement(scores, reference),
-        "rows_per_second": len(rows) / t_ira,
-    }, (t_loop, looped)
+def timed_in_turn(fns: Mapping[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median wall seconds of each function over `repeats` rounds that run all of them in turn,
+    after one warm-up round, and each one's last result. Taking turns spreads a slow spell of a
+    shared machine over every measurement instead of letting it land on one of them."""
+    results = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(t)) for name, t in times.items()}, results
+
+
+def _precision_costs(bundle: ModelBundle, rows: list[dict], sequences: list, dtypes: Sequence[torch.dtype], *,
+                     template: str, max_length: int, batch_size: int, repeats: int) -> dict[str, dict[str, Any]]:
+    """Per dtype: batched IRA, its lower bound, a plain forward (all timed in turn) and the
+    one-sample loop, against the float32 loop (the first dtype must be float32)."""
+    fns: dict[str, Callable[[], Any]] = {}
+    for dtype in dtypes:
+        kwargs = {"template": template, "max_length": max_length, "batch_size": batch_size,
+                  "device": bundle.device, "compute_dtype": dtype}
+        fns[f"ira_batched {dtype}"] = lambda k=kwargs: ira_scores(bundle.model, bundle.tokenizer, rows, **k).ira
+        fns[f"trunk_lower_bound {dtype}"] = lambda d=dtype: batched_forward(bundle, sequences, batch_size, True, d)
+        fns[f"plain_forward_full_logits {dtype}"] = (
+            lambda d=dtype: batched_forward(bundle, sequences, batch_size, False, d))
+    seconds, results = timed_in_turn(fns, repeats)
+    loops = {dtype: timed(lambda d=dtype: one_sample_ira(bundle, rows, template, max_length, d), 1, warmup=False)
+             for dtype in dtypes}
+    t_ref, reference = loops[torch.float32]
+    out = {}
+    for dtype in dtypes:
+        t = {key: seconds[f"{key} {dtype}"]
+             for key in ("ira_batched", "trunk_lower_bound", "plain_forward_full_logits")}
+        t["one_sample_loop"] = loops[dtype][0]
+        out[str(dtype).removeprefix("torch.")] = {
+            "seconds": t,
+            "ira_over_lower_bound": t["ira_batched"] / t["trunk_lower_bound"],
+            "ira_over_plain_forward": t["ira_batched"] / t["plain_forward_full_logits"],
+            "speedup_vs_one_sample_loop_same_precision": t["one_sample_loop"] / t["ira_batched"],
+            "speedup_vs_one_sample_loop_float32": t_ref / t["ira_batched"],
+            "agreement_vs_float32_loop": score_agreement(results[f"ira_batched {dtype}"], reference),
+            "rows_per_second": len(rows) / t["ira_batched"],
+        }
+    return out
 
 
 def protocol_ratios(score_seconds_per_row: float, step_seconds: float, protocol: Mapping[str, float]) -> dict:
@@ -141,12 +165,9 @@ def bench_scoring(bundle: ModelBundle, rows: list[dict], reference: list[dict], 
     """Every scoring measurement on one model and one set of rows."""
     sequences = ira_sequences(bundle, rows, template, max_length)
     common = {"template": template, "max_length": max_length, "batch_size": batch_size, "repeats": repeats}
-    full, loop_float32 = _precision_costs(bundle, rows, sequences, torch.float32, loop_float32=None, **common)
-    precisions = {"float32": full}
+    precisions = _precision_costs(bundle, rows, sequences, list(dict.fromkeys((torch.float32, score_dtype))),
+                                  **common)
     name = str(score_dtype).removeprefix("torch.")
-    if score_dtype != torch.float32:
-        precisions[name], _ = _precision_costs(bundle, rows, sequences, score_dtype, loop_float32=loop_float32,
-                                               **common)
 
     context = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=template,
                              max_length=max_length, batch_size=batch_size, device=bundle.device,
