@@ -23,6 +23,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from feddqc_flwr.config import RunConfig
+from feddqc_flwr.precision import TORCH_DTYPES, native_bf16
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
@@ -113,9 +114,11 @@ def _torch_dtype(dtype: str, quantized: bool) -> torch.dtype:
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if not torch.cuda.is_available() and dtype != "float32" and not quantized:
-        log.warning("dtype %s requested without CUDA; half precision on CPU is slow", dtype)
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    native = dtype == "bfloat16" and native_bf16(torch.device("cpu"))
+    if not torch.cuda.is_available() and dtype != "float32" and not quantized and not native:
+        log.warning("dtype %s requested without CUDA on a CPU without native support; it is emulated and slow",
+                    dtype)
+    return TORCH_DTYPES[dtype]
 
 
 def load_base_model(spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

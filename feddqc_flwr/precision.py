@@ -17,7 +17,7 @@ from feddqc_flwr.config import SCORE_DTYPES
 
 log = logging.getLogger("flwr").getChild(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -38,7 +38,7 @@ def resolve_score_dtype(name: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if native_bf16(device) else torch.float32
     if name != "float32" and device.type == "cpu" and not (name == "bfloat16" and native_bf16(device)):
         log.warning("score-dtype %s on a CPU without native support is emulated and slower than float32", name)
-    return _DTYPES[name]
+    return TORCH_DTYPES[name]
 
 
 def compute_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

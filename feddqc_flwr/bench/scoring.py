@@ -34,15 +34,16 @@ from feddqc_flwr.scoring.registry import NEEDS_REFERENCE, SCORERS
 from feddqc_flwr.training import LocalTrainConfig, train_adapter
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> tuple[float, Any]:
-    """Median wall seconds over `repeats` runs (after one warm-up run if asked), and the last result."""
-    result = fn() if warmup else None
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)), result
+def timed_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall seconds of one run and its result (for runs long enough to average themselves)."""
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'bfloat16' for torch.bfloat16: the key results are stored under."""
+    return str(dtype).removeprefix("torch.")
 
 
 def ira_sequences(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], template: str,
@@ -123,7 +124,7 @@ def _precision_costs(bundle: ModelBundle, rows: list[dict], sequences: list, dty
         fns[f"plain_forward_full_logits {dtype}"] = (
             lambda d=dtype: batched_forward(bundle, sequences, batch_size, False, d))
     seconds, results = timed_in_turn(fns, repeats)
-    loops = {dtype: timed(lambda d=dtype: one_sample_ira(bundle, rows, template, max_length, d), 1, warmup=False)
+    loops = {dtype: timed_once(lambda d=dtype: one_sample_ira(bundle, rows, template, max_length, d))
              for dtype in dtypes}
     t_ref, reference = loops[torch.float32]
     out = {}
@@ -131,7 +132,7 @@ def _precision_costs(bundle: ModelBundle, rows: list[dict], sequences: list, dty
         t = {key: seconds[f"{key} {dtype}"]
              for key in ("ira_batched", "trunk_lower_bound", "plain_forward_full_logits")}
         t["one_sample_loop"] = loops[dtype][0]
-        out[str(dtype).removeprefix("torch.")] = {
+        out[dtype_name(dtype)] = {
             "seconds": t,
             "ira_over_lower_bound": t["ira_batched"] / t["trunk_lower_bound"],
             "ira_over_plain_forward": t["ira_batched"] / t["plain_forward_full_logits"],
@@ -165,9 +166,9 @@ def bench_scoring(bundle: ModelBundle, rows: list[dict], reference: list[dict], 
     """Every scoring measurement on one model and one set of rows."""
     sequences = ira_sequences(bundle, rows, template, max_length)
     common = {"template": template, "max_length": max_length, "batch_size": batch_size, "repeats": repeats}
-    precisions = _precision_costs(bundle, rows, sequences, list(dict.fromkeys((torch.float32, score_dtype))),
-                                  **common)
-    name = str(score_dtype).removeprefix("torch.")
+    dtypes = list(dict.fromkeys((torch.float32, score_dtype)))  # float32 first: the reference
+    precisions = _precision_costs(bundle, rows, sequences, dtypes, **common)
+    name = dtype_name(score_dtype)
 
     context = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=template,
                              max_length=max_length, batch_size=batch_size, device=bundle.device,
@@ -176,7 +177,7 @@ def bench_scoring(bundle: ModelBundle, rows: list[dict], reference: list[dict], 
     for scorer_name, scorer in SCORERS.items():
         if scorer_name in NEEDS_REFERENCE and not reference:
             continue
-        seconds, _ = timed(lambda s=scorer: s.score(rows, context), 1, warmup=False)  # model already warm
+        seconds, _ = timed_once(lambda s=scorer: s.score(rows, context))  # model already warm
         scorers[scorer_name] = {"seconds": seconds,
                                 "relative_to_ira": seconds / precisions[name]["seconds"]["ira_batched"]}
 
@@ -195,9 +196,8 @@ def bench_scoring(bundle: ModelBundle, rows: list[dict], reference: list[dict], 
     return {
         "rows": len(rows), "tokens": sum(len(ids) for ids, _ in sequences), "batch_size": batch_size,
         "max_length": max_length, "score_dtype": name,
-        "matmul_gflops": {str(d).removeprefix("torch."): matmul_gflops(d, bundle.device)
-                          for d in dict.fromkeys((torch.float32, score_dtype))},
-        "train_dtype": str(next(bundle.model.parameters()).dtype).removeprefix("torch."),
+        "matmul_gflops": {dtype_name(d): matmul_gflops(d, bundle.device) for d in dtypes},
+        "train_dtype": dtype_name(next(bundle.model.parameters()).dtype),
         "train_step_seconds": step_seconds, "train_batch": train_batch, "train_grad_accum": train_grad_accum,
         "gradient_checkpointing": bool(getattr(causal_lm(bundle.model), "is_gradient_checkpointing", False)),
         "precisions": precisions, "scorers": scorers, "protocol": dict(protocol),
