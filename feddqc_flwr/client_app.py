@@ -5,7 +5,8 @@ Message types:
   scorer (IRA by default), keep the scores in `context.state`, reply count/min/max only.
 - `query.histogram`: reply bin counts of those scores on the server's shared edges.
 - `train`: pick this hierarchy's subset (top of the sorted, filtered pool) if not done yet,
-  train `local-steps`, reply adapter weights and scalar metrics.
+  train `local-steps`, reply adapter weights and scalar metrics. The pool is every row not
+  trained yet (Algorithm 1), rows under lambda included unless `filtered-rows = "drop"`.
 - `evaluate`: held-out loss on the client's clean validation split.
 Raw text, token ids and per-sample scores never leave the client.
 """
@@ -157,10 +158,7 @@ def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, 
         seconds = _score_pool(setup, progress, stage, context)
     chosen = select_stage(progress.scored_ids, progress.score_array(), threshold, stage,
                           setup.cfg.stages, order=setup.cfg.order, seed=setup.seed)
-    progress.stage_train = chosen.train_ids
-    progress.pool = chosen.waiting_ids
-    progress.dropped += len(chosen.dropped_ids)
-    progress.selected_stage = stage
+    progress.take_stage(stage, chosen, setup.cfg.filtered_rows)
     return seconds
 
 
@@ -184,9 +182,11 @@ def _quality_metrics(setup: ClientSetup, progress: ClientProgress, threshold: fl
     finite = scores[np.isfinite(scores)]
     quantiles = np.quantile(finite, [0.1, 0.5, 0.9]) if finite.size else [np.nan] * 3
     flags = setup.data.train.select(progress.stage_train)["is_bad"] if progress.stage_train else []
+    pool_flags = setup.data.train.select(progress.scored_ids)["is_bad"] if progress.scored_ids else []
     kept = float((finite >= threshold).sum())
     return {
         "pool": float(len(scores)),
+        "pool-bad": float(sum(bool(f) for f in pool_flags)),
         "kept": kept,
         "dropped": float(progress.dropped),
         "stage-train": float(len(progress.stage_train)),
@@ -202,8 +202,8 @@ def _baseline_metrics(setup: ClientSetup) -> dict[str, float]:
     """The same keys for plain FedAvg, where every training row is used."""
     n = float(len(setup.data.train))
     nan = float("nan")
-    return {"pool": n, "kept": n, "dropped": 0.0, "stage-train": n,
-            "stage-bad": float(sum(bool(f) for f in setup.data.train["is_bad"])),
+    bad = float(sum(bool(f) for f in setup.data.train["is_bad"]))
+    return {"pool": n, "pool-bad": bad, "kept": n, "dropped": 0.0, "stage-train": n, "stage-bad": bad,
             "score-q10": nan, "score-q50": nan, "score-q90": nan,
             **_selection_quality(np.zeros(0), setup.data.train, 1.0)}
 

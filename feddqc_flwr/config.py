@@ -15,8 +15,11 @@ from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.selection.hierarchy import ORDERS
 
 METHODS = ("feddqc", "fedavg")
-SCORERS = ("ira", "ppl", "loss", "ifd", "nuggets", "datainf", "random", "ds2", "instructmining")  # = scoring.registry
+SCORERS = ("ira", "ira-sum", "ppl", "loss", "ifd", "nuggets", "datainf", "random", "ds2",
+           "instructmining")  # = scoring.registry
 THRESHOLD_MODES = ("lambda", "retention")
+FILTERED_ROWS = ("rescore", "drop")  # Algorithm 1 re-scores rows under lambda at the next stage; drop = for good
+LAMBDA_SCORERS = ("ira", "ira-sum")  # scorers whose raw score is on an absolute scale ira-lambda can name
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -51,6 +54,7 @@ class RunConfig:
     rater_model: str
     instructmining_rule: str
     threshold_mode: str
+    filtered_rows: str
     ira_lambda: float
     retention: float
     histogram_bins: int
@@ -191,6 +195,7 @@ def _validate(cfg: RunConfig) -> None:
     _choice("scorer", cfg.scorer, SCORERS)
     _choice("order", cfg.order, ORDERS)
     _choice("threshold-mode", cfg.threshold_mode, THRESHOLD_MODES)
+    _choice("filtered-rows", cfg.filtered_rows, FILTERED_ROWS)
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("quantization", cfg.quantization, QUANTIZATIONS)
     _choice("dtype", cfg.dtype, DTYPES)
@@ -213,10 +218,10 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"run config '{key}' = {value}: must be >= 1")
     if cfg.max_length < 16:
         raise ConfigError(f"run config 'max-length' = {cfg.max_length}: must be >= 16")
-    if cfg.threshold_mode == "lambda" and cfg.scorer != "ira":
+    if cfg.threshold_mode == "lambda" and cfg.scorer not in LAMBDA_SCORERS:
         raise ConfigError(
-            f"run config 'threshold-mode' = 'lambda' uses 'ira-lambda', on the IRA scale; with "
-            f"'scorer' = {cfg.scorer!r} use threshold-mode = 'retention'"
+            f"run config 'threshold-mode' = 'lambda' uses 'ira-lambda', on the scale of "
+            f"{' or '.join(LAMBDA_SCORERS)}; with 'scorer' = {cfg.scorer!r} use threshold-mode = 'retention'"
         )
     for key in ("max-samples", "max-response-words", "eval-samples", "reference-rows"):
         if getattr(cfg, key.replace("-", "_")) < 0:

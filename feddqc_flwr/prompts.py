@@ -29,10 +29,16 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class EncodedPair:
-    """One sample as token ids: `prompt_ids` then `response_ids` (response ends with EOS)."""
+    """One sample as token ids: `prompt_ids` then `response_ids`.
+
+    `response_ids` end with EOS only when the whole response fit (`complete`): a response cut
+    by `max-length` must not teach the model to stop mid-answer, nor be scored on an EOS that
+    the text never had.
+    """
 
     prompt_ids: list[int]
     response_ids: list[int]
+    complete: bool = True
 
     def conditioned(self, start_id: int) -> tuple[list[int], list[int]]:
         """input ids and labels for L(response | instruction): prompt tokens are masked."""
@@ -60,33 +66,40 @@ def _alpaca_head(row: Mapping[str, Any]) -> str:
 
 
 def _chat_head(row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
+    """(conversation so far, assistant header): the header is the marker truncation never cuts."""
     user = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
     messages = [*(row.get("history") or []), {"role": "user", "content": user}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text, ""
+    with_header = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    without = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    if with_header.startswith(without) and len(with_header) > len(without):
+        return without, with_header[len(without):]
+    return with_header, ""
 
 
 def encode_pair(
     row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, template: str, max_length: int
 ) -> EncodedPair:
-    """Tokenize one row so that [start] + prompt + response + EOS fits in `max_length`.
+    """Tokenize one row so that [start] + prompt + response (+ EOS) fits in `max_length`.
 
     Multi-turn rows (non-empty `history`) always use the tokenizer's chat template so earlier
-    turns are kept as turns. Over-long samples keep at least a quarter of the budget for the
-    response and cut the prompt body (never the response marker), so both IRA passes score
-    the same response tokens.
+    turns are kept as turns. A template text that already begins with the start token loses it
+    here, as every pass puts the start token in front itself. Over-long samples keep at least a
+    quarter of the budget for the response and cut the prompt body (never the response marker,
+    i.e. Alpaca's "### Response:" or the chat template's assistant header); a response that
+    still does not fit is cut and gets no EOS, so both IRA passes score the same tokens.
     """
     if template == "chat" or row.get("history"):
         head, marker = _chat_head(row, tokenizer)
     else:
         head, marker = _alpaca_head(row), ALPACA_RESPONSE_MARKER
     head_ids = tokenizer(head, add_special_tokens=False).input_ids
+    if head_ids and head_ids[0] == start_token_id(tokenizer):
+        head_ids = head_ids[1:]
     marker_ids = tokenizer(marker, add_special_tokens=False).input_ids if marker else []
     response_ids = tokenizer(row["response"], add_special_tokens=False).input_ids
-    eos = [int(tokenizer.eos_token_id)]
-    budget = max_length - 1 - len(eos)  # start token and EOS
-    room_for_response = max(budget // 4, budget - len(head_ids) - len(marker_ids))
-    response_ids = response_ids[:room_for_response]
+    budget = max_length - 1  # after the start token
+    room = max(budget // 4, budget - len(head_ids) - len(marker_ids))
+    complete = len(response_ids) + 1 <= room
+    response_ids = [*response_ids, int(tokenizer.eos_token_id)] if complete else response_ids[:room]
     head_ids = head_ids[: max(0, budget - len(marker_ids) - len(response_ids))]
-    return EncodedPair(prompt_ids=head_ids + marker_ids, response_ids=response_ids + eos)
-
+    return EncodedPair(prompt_ids=head_ids + marker_ids, response_ids=response_ids, complete=complete)

@@ -22,6 +22,7 @@ from feddqc_flwr.scoring.registry import NEEDS_REFERENCE
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
 from feddqc_flwr.strategies.factory import build_base_strategy
 from feddqc_flwr.strategies.feddqc import FedDQCStrategy
+from feddqc_flwr.strategies.hierarchy_report import format_hierarchy_report, hierarchy_report
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ServerApp()
@@ -112,6 +113,8 @@ class RoundEnd:
         if cfg.method == "feddqc" and is_hierarchy_end(server_round, cfg.num_server_rounds, cfg.stages):
             stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.stages)
             self.bundle.model.save_pretrained(self.recorder.adapter_dir(f"hierarchy-{stage}"))
+            report = [h for h in hierarchy_report(self.strategy.rounds) if h["hierarchy"] == stage]
+            log.info("hierarchy %d done:\n%s", stage, format_hierarchy_report(report))
         self.recorder.save_checkpoint(self.bundle.model, checkpoint_state(cfg, server_round, self.strategy.threshold),
                                       self.strategy.optimizer_state())
         return MetricRecord(metrics) if metrics else None
@@ -149,12 +152,14 @@ def main(grid: Grid, context: Context) -> None:
     final_dir = recorder.adapter_dir("final")
     bundle.model.save_pretrained(final_dir)
     last_train = strategy.rounds[cfg.num_server_rounds].train if strategy.rounds else {}
+    hierarchies = hierarchy_report(strategy.rounds) if cfg.method == "feddqc" else []
     summary_path = recorder.write_summary({
         "final_adapter": str(final_dir),
         "metrics": str(recorder.metrics_path),
         "final_server_eval": round_end.last_eval,
         "final_train_metrics": last_train,
         "threshold": strategy.threshold,
+        "hierarchies": hierarchies,
         "skipped_rows": dict(split_source(cfg.data_spec).skipped),
         "failures": sum(r.failures for r in strategy.rounds.values()),
         "excluded_replies": sum(r.excluded for r in strategy.rounds.values()),
@@ -162,6 +167,9 @@ def main(grid: Grid, context: Context) -> None:
         "rounds_not_aggregated": [r.server_round for r in strategy.rounds.values() if not r.aggregated],
         "resumed_from": cfg.resume_from or None,
     })
+    if hierarchies:
+        log.info("selection per hierarchy (corrupted shares from the synthetic flags):\n%s",
+                 format_hierarchy_report(hierarchies))
     message = (f"FedDQC run finished.\n  adapter (PEFT): {final_dir}\n  metrics: {recorder.metrics_path}\n"
                f"  summary: {summary_path}")
     log.info(message)

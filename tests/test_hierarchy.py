@@ -44,24 +44,3 @@ def test_selection_filters_sorts_and_takes_top_part() -> None:
 def test_last_stage_trains_on_everything_kept() -> None:
     sel = select_stage([4, 5, 6], np.array([1.0, 2.0, 3.0]), threshold=-np.inf, stage=3, hierarchies=3)
     assert sel.train_ids == [6, 5, 4] and sel.waiting_ids == []
-
-
-def test_three_stages_with_rescoring_never_train_a_sample_twice() -> None:
-    rng = np.random.default_rng(0)
-    pool, trained, dropped, k = list(range(90)), [], [], 3
-    stage_sizes = []
-    for stage in range(1, k + 1):
-        scores = rng.normal(size=len(pool))  # a fresh score for every waiting sample
-        sel = select_stage(pool, scores, threshold=-1.0, stage=stage, hierarchies=k)
-        kept = len(pool) - len(sel.dropped_ids)
-        assert len(sel.train_ids) == -(-kept // (k - stage + 1))  # first of K-k+1 equal parts
-        by_id = dict(zip(pool, scores, strict=True))
-        assert [by_id[i] for i in sel.train_ids] == sorted((by_id[i] for i in sel.train_ids), reverse=True)
-        assert min(by_id[i] for i in sel.train_ids) >= max((by_id[i] for i in sel.waiting_ids), default=-np.inf)
-        stage_sizes.append(len(sel.train_ids))
-        trained += sel.train_ids
-        dropped += sel.dropped_ids
-        pool = sel.waiting_ids
-    assert len(trained) == len(set(trained))
-    assert not set(trained) & set(dropped)
-    assert pool == [] and sorted(trained + dropped) == list(range(90))

@@ -1,8 +1,13 @@
 """IRA: instruction-response alignment, IRA = L(response) - L(response | instruction).
 
-Both losses are mean token NLLs over the response tokens including EOS. The unconditioned pass
-sees the response alone after the start token (FedDQC's convention); the conditioned pass sees
-the training prompt first. High IRA = the instruction explains the response = clean and easy.
+L is taken over the response tokens (EOS included when the response fit), in one of two forms:
+- `mean` (the authors' code): mean token NLL, so IRA is the per-token gain from the instruction;
+- `sum` (the paper's §3.2 as written): summed token NLL, so IRA is the pointwise mutual
+  information log p(y|x) - log p(y) between instruction and response, in nats. Long answers
+  that the instruction explains collect more of it than short ones.
+The unconditioned pass sees the response alone after the start token (FedDQC's convention); the
+conditioned pass sees the training prompt first. High IRA = the instruction explains the
+response = clean and easy. Both forms cost the same two forward passes.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from feddqc_flwr.prompts import encode_pair, start_token_id
-from feddqc_flwr.scoring.nll import mean_nll
+from feddqc_flwr.scoring.base import ScoringContext
+from feddqc_flwr.scoring.passes import LikelihoodPasses, likelihood_passes
+
+REDUCTIONS = ("mean", "sum")
+IRA_PASSES = ("conditioned", "unconditioned")
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,15 @@ class IRAScores:
     ira: np.ndarray
     loss_conditioned: np.ndarray
     loss_unconditioned: np.ndarray
+
+
+def ira_from_passes(passes: LikelihoodPasses, reduction: str = "mean") -> IRAScores:
+    """IRA in the given form from the conditioned and unconditioned passes."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"IRA reduction {reduction!r}: allowed values are {', '.join(REDUCTIONS)}")
+    cond, uncond = passes["conditioned"], passes["unconditioned"]
+    lc, lu = (cond.mean, uncond.mean) if reduction == "mean" else (cond.total, uncond.total)
+    return IRAScores(ira=lu - lc, loss_conditioned=lc, loss_unconditioned=lu)
 
 
 def ira_scores(
@@ -38,12 +55,9 @@ def ira_scores(
     batch_size: int,
     device: torch.device,
     compute_dtype: torch.dtype = torch.float32,
+    reduction: str = "mean",
 ) -> IRAScores:
     """Score rows with the model as it is now (the current global adapter)."""
-    start = start_token_id(tokenizer)
-    pairs = [encode_pair(row, tokenizer, template, max_length) for row in rows]
-    # Both passes in one length-sorted stream: short unconditioned sequences batch together.
-    sequences = [p.conditioned(start) for p in pairs] + [p.unconditioned(start) for p in pairs]
-    losses = mean_nll(model, sequences, int(tokenizer.pad_token_id), batch_size, device, compute_dtype)
-    cond, uncond = losses[: len(pairs)], losses[len(pairs) :]
-    return IRAScores(ira=uncond - cond, loss_conditioned=cond, loss_unconditioned=uncond)
+    ctx = ScoringContext(model=model, tokenizer=tokenizer, template=template, max_length=max_length,
+                         batch_size=batch_size, device=device, compute_dtype=compute_dtype)
+    return ira_from_passes(likelihood_passes(rows, ctx, IRA_PASSES), reduction)

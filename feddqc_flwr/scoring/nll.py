@@ -64,19 +64,20 @@ def position_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention: tor
     return (torch.cat(parts) if parts else states.new_zeros(0, dtype=torch.float32)), rows
 
 
-def mean_nll(
+def nll_totals(
     model: torch.nn.Module,
     sequences: Sequence[tuple[list[int], list[int]]],
     pad_id: int,
     batch_size: int,
     device: torch.device,
     compute_dtype: torch.dtype = torch.float32,
-) -> np.ndarray:
-    """Mean NLL over each sequence's labelled tokens; NaN where a sequence has none.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL over each sequence's labelled tokens, and how many tokens that is.
 
     `sequences` holds (input_ids, labels) pairs with IGNORE_INDEX on unlabelled positions.
+    The sum is what the FedDQC paper's L is (§3.2); the mean (`mean_nll`) is what its code uses.
     """
-    out = np.full(len(sequences), np.nan)
+    sums, counts = np.zeros(len(sequences)), np.zeros(len(sequences), dtype=np.int64)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     was_training = model.training
     model.eval()
@@ -87,12 +88,29 @@ def mean_nll(
             idx = order[start : start + batch_size]
             ids, _, labels = pad_sequences([sequences[i] for i in idx], pad_id)
             nll, rows = position_nll(model, ids.to(device), None, labels.to(device), head)
-            sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, rows.cpu(), nll.double().cpu())
-            counts = torch.bincount(rows.cpu(), minlength=len(idx))
-            for row, i in enumerate(idx):
-                if counts[row] > 0:
-                    out[i] = float(sums[row] / counts[row])
+            batch_sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, rows.cpu(), nll.double().cpu())
+            batch_counts = torch.bincount(rows.cpu(), minlength=len(idx))
+            sums[idx], counts[idx] = batch_sums.numpy(), batch_counts.numpy()
             progress.update(len(idx))
     progress.close()
     model.train(was_training)
-    return out
+    return sums, counts
+
+
+def mean_nll(
+    model: torch.nn.Module,
+    sequences: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    compute_dtype: torch.dtype = torch.float32,
+) -> np.ndarray:
+    """Mean NLL over each sequence's labelled tokens; NaN where a sequence has none."""
+    sums, counts = nll_totals(model, sequences, pad_id, batch_size, device, compute_dtype)
+    return per_token(sums, counts)
+
+
+def per_token(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """sums / counts, NaN where there is no token."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

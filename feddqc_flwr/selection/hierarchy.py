@@ -1,8 +1,9 @@
 """Quality-aware hierarchies: R rounds in K stages, easy (high IRA) to hard.
 
-At the start of stage k a client scores its not-yet-trained samples, drops those under lambda
-(for good), sorts the rest by score, splits them into K-k+1 equal parts and trains the whole
-stage on the top part. The other parts wait, to be re-scored by a better global model.
+At the start of stage k a client re-scores every sample it has not trained yet (Algorithm 1:
+D_n = D_n \\ H_n(k-1)), filters those under lambda, sorts the rest by score, splits them into
+K-k+1 equal parts and trains the whole stage on the top part. Everything else, the filtered
+rows included, waits to be re-scored by a better global model (`client_progress`).
 """
 
 from __future__ import annotations

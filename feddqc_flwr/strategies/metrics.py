@@ -6,7 +6,7 @@ import math
 
 from flwr.app import MetricRecord, RecordDict
 
-COUNT_KEYS = ("pool", "kept", "dropped", "stage-train", "stage-bad")
+COUNT_KEYS = ("pool", "pool-bad", "kept", "dropped", "stage-train", "stage-bad")
 
 
 def aggregate_client_metrics(contents: list[RecordDict], weight_key: str) -> MetricRecord:

@@ -1,7 +1,7 @@
 """Swapped pairs score worse than their originals, on a model that copies from its context.
 
-Construction: row i asks to repeat the word w_i given as the input, and the response is w_i (the
-word's tokens appear verbatim in the prompt; asserted). The model is a hand-set one-layer Llama
+Construction (the `copy_model` fixture in conftest.py): row i asks to repeat the word w_i given as
+the input, and the response is w_i (the word's tokens appear verbatim in the prompt; asserted). The model is a hand-set one-layer Llama
 whose attention is uniform over the past (q = k = 0) and adds the mean of the context embeddings
 to the residual, so with a tied LM head every token in the context gets a higher logit.
 Swapped row i keeps prompt i but takes response w_{i+1}; it is compared with the ORIGINAL row that
@@ -12,14 +12,9 @@ the response. Asserted for every pair.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from feddqc_flwr.model import ModelBundle
 from feddqc_flwr.prompts import encode_pair
 from feddqc_flwr.scoring.ira import ira_scores
 from feddqc_flwr.scoring.registry import get_scorer
@@ -29,27 +24,6 @@ WORDS = ["apple", "river", "candle", "mountain", "violin"]
 ORIGINAL = [{"instruction": "Repeat the input.", "input": w, "response": w, "history": []} for w in WORDS]
 SWAPPED = [{**row, "response": WORDS[(i + 1) % len(WORDS)]} for i, row in enumerate(ORIGINAL)]
 OWNER = [(i + 1) % len(WORDS) for i in range(len(WORDS))]  # original row with the same response
-
-
-@pytest.fixture(scope="module")
-def copy_model(tiny_model_dir: Path) -> ModelBundle:
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    d = 32
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=d, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
-    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
-    with torch.no_grad():
-        emb = torch.randn(len(tok), d, generator=torch.Generator().manual_seed(0))
-        model.model.embed_tokens.weight.copy_(emb / emb.norm(dim=1, keepdim=True) * d**0.5)
-        attn.q_proj.weight.zero_()
-        attn.k_proj.weight.zero_()
-        attn.v_proj.weight.copy_(8 * torch.eye(d))
-        attn.o_proj.weight.copy_(torch.eye(d))
-        mlp.down_proj.weight.zero_()
-    return ModelBundle(model=model, tokenizer=tok, device=torch.device("cpu"))
 
 
 def test_responses_appear_verbatim_in_their_prompts(copy_model) -> None:

@@ -1,0 +1,54 @@
+"""Combined keep-scores from the same passes: alignment (IRA) plus token-level fit (loss).
+
+IRA catches answers that do not belong to their question (swap) but ranks a truncated or
+damaged answer to the right question as well aligned; the response loss catches token-level
+damage (deleted, substituted, noisy words) but not a fluent answer to another question. Both
+come from the conditioned and unconditioned passes, so a combination costs nothing extra.
+
+`RankFusion` ranks each component's keep-score within the client's scored pool (scale-free,
+computed on the client alone; only its histogram crosses the network) and combines the ranks:
+`mean` (Borda count) or `min` (a row must look good to every component to rank high).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from feddqc_flwr.scoring.likelihood import IRASumScorer, LossScorer, PassScorer
+from feddqc_flwr.scoring.passes import LikelihoodPasses
+
+COMBINES = ("mean", "min")
+
+
+def pool_ranks(scores: np.ndarray) -> np.ndarray:
+    """Ranks in [0, 1] (ties share their mean rank, 1 = best); NaN stays NaN."""
+    out = np.full(len(scores), np.nan)
+    finite = np.isfinite(scores)
+    n = int(finite.sum())
+    if n:
+        out[finite] = (rankdata(scores[finite], method="average") - 1.0) / max(1, n - 1)
+    return out
+
+
+class RankFusion(PassScorer):
+    """Pool ranks of the components' keep-scores, combined by `combine` (higher = better)."""
+
+    def __init__(self, name: str, components: tuple[PassScorer, ...], combine: str = "mean") -> None:
+        if combine not in COMBINES:
+            raise ValueError(f"rank fusion combine {combine!r}: allowed values are {', '.join(COMBINES)}")
+        self.name, self.components, self.combine = name, components, combine
+        self.passes = tuple(sorted({p for c in components for p in c.passes}))
+        parts = ", ".join(c.name for c in components)
+        self.direction = f"higher is better; keep-score = {combine} of the pool ranks in [0, 1] of {parts}"
+        self.cost = f"the forward passes of {parts} ({len(self.passes)} per sample), shared"
+
+    def from_passes(self, passes: LikelihoodPasses) -> np.ndarray:
+        ranks = np.array([pool_ranks(c.from_passes(passes)) for c in self.components])
+        return ranks.mean(axis=0) if self.combine == "mean" else ranks.min(axis=0)
+
+
+CANDIDATES = (
+    RankFusion("rank-mean-ira-sum-loss", (IRASumScorer(), LossScorer()), "mean"),
+    RankFusion("rank-min-ira-sum-loss", (IRASumScorer(), LossScorer()), "min"),
+)

@@ -1,0 +1,58 @@
+"""Did quality control do something? Per hierarchy: the corrupted share of the scored pool (from
+the global histograms, counts only) against that of the rows the clients trained on, and the
+global AUROC. Built on the server from what the strategy already received; flags exist only
+for synthetic corruption (on real data the shares are None)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from feddqc_flwr.strategies.feddqc import RoundLog
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def hierarchy_report(rounds: Mapping[int, RoundLog]) -> list[dict[str, Any]]:
+    """One entry per hierarchy that had a scoring step, in order."""
+    out: list[dict[str, Any]] = []
+    for stage in sorted({r.hierarchy for r in rounds.values()}):
+        mine = [rounds[k] for k in sorted(rounds) if rounds[k].hierarchy == stage]
+        start = next((r for r in mine if r.histogram), None)
+        latest: dict[float, dict[str, float]] = {}  # a client's stage part is fixed: its last reply counts once
+        for entry in mine:
+            for client in entry.clients:
+                latest[client["node"]] = client
+        trained = sum(c.get("stage-train", 0.0) for c in latest.values())
+        trained_bad = sum(c.get("stage-bad", 0.0) for c in latest.values())
+        scored = float(sum(start.histogram["counts"])) if start else None
+        scored_bad = float(sum(start.histogram["bad"])) if start else None
+        out.append({
+            "hierarchy": stage,
+            "rounds": [r.server_round for r in mine],
+            "lambda": start.threshold if start else None,
+            "scored": scored,
+            "scored_corrupted_share": _share(scored_bad, scored) if start and scored_bad else None,
+            "kept": start.scoring.get("share-above-lambda", 0.0) * scored if start and scored else None,
+            "auroc": start.scoring.get("auroc") if start else None,
+            "clients_trained": len(latest),
+            "trained": trained,
+            "trained_corrupted_share": _share(trained_bad, trained) if start and scored_bad else None,
+        })
+    return out
+
+
+def format_hierarchy_report(report: list[dict[str, Any]]) -> str:
+    """The report as log lines a person reads at the end of a run."""
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    lines = ["hierarchy | scored | corrupted in pool | trained rows | corrupted in trained | global AUROC"]
+    for h in report:
+        auroc = "n/a" if h["auroc"] is None else f"{h['auroc']:.3f}"
+        scored = "n/a" if h["scored"] is None else f"{h['scored']:.0f}"
+        lines.append(f"{h['hierarchy']:>9} | {scored:>6} | {pct(h['scored_corrupted_share']):>17} | "
+                     f"{h['trained']:>12.0f} | {pct(h['trained_corrupted_share']):>20} | {auroc}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Algorithm 1 through the real ClientApp handlers: at every stage start the client re-scores
+every row it has not trained (rows under lambda included), filters, sorts, and trains the first of
+K-k+1 parts; `filtered-rows = "drop"` keeps the old behaviour. Partial participation: a client
+left out of a stage's training keeps all its rows for the next stage."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app.metadata import Metadata
+from flwr.supercore.task_identity import TaskIdentity
+
+from feddqc_flwr.client_app import app
+from feddqc_flwr.client_progress import ClientProgress
+from feddqc_flwr.config import parse_run_config
+from feddqc_flwr.data.client_data import load_client_data
+from feddqc_flwr.model import adapter_arrays, load_model_bundle, spec_from_config
+from tests.helpers import default_run_config
+
+K = 3
+
+
+@pytest.fixture(autouse=True)
+def _run_identity():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
+    yield
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+
+
+def _client(tiny_model_dir: Path, filtered_rows: str):
+    raw = default_run_config()
+    raw.update({"model": str(tiny_model_dir), "dataset": "demo", "local-steps": 1, "batch-size": 2,
+                "max-length": 96, "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
+                "hierarchies": K, "num-server-rounds": K, "filtered-rows": filtered_rows})
+    cfg = parse_run_config(raw)
+    context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 2},
+                      state=RecordDict(), run_config=raw)
+    n_rows = len(load_client_data(cfg.data_spec, 0, 2).train)
+    return context, adapter_arrays(load_model_bundle(spec_from_config(cfg)).model), n_rows
+
+
+def _send(context: Context, message_type: str, content: RecordDict) -> Message:
+    metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
+                        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
+                        message_type=message_type)
+    reply = app(Message(content=content, metadata=metadata), context)
+    assert not reply.has_error(), reply.error
+    return reply
+
+
+def _score(context: Context, arrays, stage: int) -> ClientProgress:
+    _send(context, "query.score", RecordDict({"arrays": arrays, "config": ConfigRecord(
+        {"server-round": stage, "hierarchy": stage})}))
+    return ClientProgress.load(context.state, 0)
+
+
+def _train(context: Context, arrays, stage: int, lam: float) -> dict:
+    config = ConfigRecord({"server-round": stage, "hierarchy": stage, "rescore": True, "lr": 1e-3, "lambda": lam})
+    return dict(_send(context, "train", RecordDict({"arrays": arrays, "config": config})).content["metrics"])
+
+
+def _stage(context: Context, arrays, stage: int, lam: float) -> tuple[ClientProgress, ClientProgress, dict]:
+    before = _score(context, arrays, stage)
+    metrics = _train(context, arrays, stage, lam)
+    return before, ClientProgress.load(context.state, 0), metrics
+
+
+@pytest.mark.parametrize("filtered_rows", ["rescore", "drop"])
+def test_three_stages_through_the_handlers(tiny_model_dir: Path, filtered_rows: str) -> None:
+    context, arrays, n_rows = _client(tiny_model_dir, filtered_rows)
+    first = _score(context, arrays, 1)
+    assert sorted(first.scored_ids) == list(range(n_rows))  # stage 1 scores everything
+    lam = float(np.median(first.score_array()))  # about half the rows fall under lambda
+    trained: list[int] = []
+    filtered_at_1: set[int] = set()
+    dropped_total = 0
+    for stage in range(1, K + 1):
+        before, after, metrics = _stage(context, arrays, stage, lam)
+        scores = dict(zip(before.scored_ids, before.scores, strict=True))
+        untrained = sorted(set(range(n_rows)) - set(trained))
+        if filtered_rows == "rescore":  # Algorithm 1: D_n = D_n minus what was trained
+            assert sorted(before.scored_ids) == untrained
+        else:
+            assert set(before.scored_ids) <= set(untrained)
+            assert not set(before.scored_ids) & filtered_at_1
+        kept = [i for i in before.scored_ids if scores[i] >= lam]
+        part = after.stage_train
+        assert len(part) == math.ceil(len(kept) / (K - stage + 1))  # first of K-k+1 equal parts
+        assert [scores[i] for i in part] == sorted((scores[i] for i in part), reverse=True)
+        rest = set(kept) - set(part)
+        assert all(scores[i] >= max((scores[j] for j in rest), default=-np.inf) for i in part)
+        assert not set(part) & set(trained)  # no row is trained twice
+        assert metrics["stage-train"] == len(part) and metrics["pool"] == len(before.scored_ids)
+        under = len(before.scored_ids) - len(kept)
+        dropped_total += under
+        assert metrics["dropped"] == (under if filtered_rows == "rescore" else dropped_total)
+        if stage == 2 and filtered_rows == "rescore":  # rows under lambda at stage 1 are examined again
+            assert filtered_at_1 <= set(before.scored_ids)
+        if stage == 1:
+            filtered_at_1 = set(before.scored_ids) - set(kept)
+            assert filtered_at_1
+        trained += part
+        assert sorted(after.trained) == sorted(trained)
+        if filtered_rows == "rescore":
+            assert sorted(after.pool) == sorted(set(range(n_rows)) - set(trained))
+
+
+def test_client_not_sampled_in_a_stage_keeps_every_row_for_the_next(tiny_model_dir: Path) -> None:
+    context, arrays, n_rows = _client(tiny_model_dir, "rescore")
+    lam = float(np.median(_score(context, arrays, 1).score_array()))  # scored at stage 1, never trained
+    before, after, _ = _stage(context, arrays, 2, lam)
+    assert sorted(before.scored_ids) == list(range(n_rows))
+    scores = dict(zip(before.scored_ids, before.scores, strict=True))
+    kept = sum(1 for s in scores.values() if s >= lam)
+    assert len(after.stage_train) == math.ceil(kept / 2)  # stage 2 of 3: two parts
+    before3, after3, _ = _stage(context, arrays, 3, lam)
+    assert sorted(before3.scored_ids) == sorted(set(range(n_rows)) - set(after.stage_train))
+    kept3 = [i for i, s in zip(before3.scored_ids, before3.scores, strict=True) if s >= lam]
+    assert sorted(after3.stage_train) == sorted(kept3)  # the last stage trains all it keeps
