@@ -102,7 +102,10 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
                              options={"rater-url": cfg.rater_url, "rater-model": cfg.rater_model,
                                       "instructmining-rule": cfg.instructmining_rule})
     scorer = get_scorer(cfg.scorer)
-    scores = scorer.score(list(setup.data.train.select(progress.pool)), scoring)
+    if getattr(scorer, "relative_to_pool", False):  # ranks against all the client's rows (scoring.fusion)
+        scores = scorer.score(list(setup.data.train), scoring)[np.asarray(progress.pool, dtype=np.int64)]
+    else:
+        scores = scorer.score(list(setup.data.train.select(progress.pool)), scoring)
     if getattr(scorer, "last_report", None):  # DS2's transition matrix: node-local, for the run report
         path = client_local_dir(cfg, context.run_id) / f"ds2-partition-{setup.partition_id}-stage-{stage}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,11 +57,22 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     # The demo rows are half corrupted: selection quality is measured per client and globally.
     assert 0.0 <= first["train"]["auroc"] <= 1.0 and 0.0 <= first["scoring"]["auroc"] <= 1.0
     assert all(0.0 <= c["kept-clean-fraction"] <= 1.0 for c in first["clients"])
-    # Stage 2 re-scores only what stage 1 did not train on or drop.
-    assert lines[3]["train"]["pool"] == first["train"]["kept"] - first["train"]["stage-train"]
+    # Algorithm 1: stage 2 re-scores everything stage 1 did not train on, rows under lambda included.
+    assert lines[3]["train"]["pool"] == first["train"]["pool"] - first["train"]["stage-train"]
+    assert lines[3]["train"]["pool"] > first["train"]["kept"] - first["train"]["stage-train"]
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final_adapter"] == str(run / "adapters" / "final")
+    # The verdict per hierarchy, from the global histogram and the clients' stage parts.
+    hierarchies = summary["hierarchies"]
+    assert [h["hierarchy"] for h in hierarchies] == [1, 2] and [h["rounds"] for h in hierarchies] == [[1, 2], [3]]
+    assert hierarchies[0]["scored"] == sum(first["histogram"]["counts"])
+    assert hierarchies[0]["scored_corrupted_share"] == sum(first["histogram"]["bad"]) / hierarchies[0]["scored"]
+    assert hierarchies[0]["trained"] == sum(c["stage-train"] for c in first["clients"])
+    assert hierarchies[0]["trained_corrupted_share"] == pytest.approx(
+        sum(c["stage-bad"] for c in first["clients"]) / hierarchies[0]["trained"])
+    assert hierarchies[1]["scored"] == lines[3]["train"]["pool"]
+    assert "corrupted in trained" in log
     for name in ("hierarchy-1", "hierarchy-2", "final"):
         assert (run / "adapters" / name / "adapter_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

@@ -5,9 +5,13 @@ damaged answer to the right question as well aligned; the response loss catches 
 damage (deleted, substituted, noisy words) but not a fluent answer to another question. Both
 come from the conditioned and unconditioned passes, so a combination costs nothing extra.
 
-`RankFusion` ranks each component's keep-score within the client's scored pool (scale-free,
-computed on the client alone; only its histogram crosses the network) and combines the ranks:
-`mean` (Borda count) or `min` (a row must look good to every component to rank high).
+`RankFusion` ranks each component's keep-score among the rows it is given (scale-free, computed
+on the client alone; only its histogram crosses the network) and combines the ranks: `mean`
+(Borda count) or `min` (a row must look good to every component to rank high). A rank only
+means something against a fixed population, so the ClientApp scores such a scorer
+(`relative_to_pool = True`) on ALL its rows at every hierarchy and applies lambda to the
+not-yet-trained ones: lambda, fixed at the first hierarchy, keeps meaning "the top share of this
+client's data" instead of "the top share of whatever is left".
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ def pool_ranks(scores: np.ndarray) -> np.ndarray:
 
 class RankFusion(PassScorer):
     """Pool ranks of the components' keep-scores, combined by `combine` (higher = better)."""
+
+    relative_to_pool = True
 
     def __init__(self, name: str, components: tuple[PassScorer, ...], combine: str = "mean") -> None:
         if combine not in COMBINES:
