@@ -102,10 +102,7 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
                              options={"rater-url": cfg.rater_url, "rater-model": cfg.rater_model,
                                       "instructmining-rule": cfg.instructmining_rule})
     scorer = get_scorer(cfg.scorer)
-    if getattr(scorer, "relative_to_pool", False):  # ranks against all the client's rows (scoring.fusion)
-        scores = scorer.score(list(setup.data.train), scoring)[np.asarray(progress.pool, dtype=np.int64)]
-    else:
-        scores = scorer.score(list(setup.data.train.select(progress.pool)), scoring)
+    scores = scorer.score(list(setup.data.train.select(progress.pool)), scoring)
     if getattr(scorer, "last_report", None):  # DS2's transition matrix: node-local, for the run report
         path = client_local_dir(cfg, context.run_id) / f"ds2-partition-{setup.partition_id}-stage-{stage}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +140,15 @@ def histogram(msg: Message, context: Context) -> Message:
     `bad-counts` counts the synthetically corrupted samples among them (all zero on real data),
     so the server can measure selection quality without seeing any score.
     """
-    edges = np.asarray(msg.content["config"]["edges"], dtype=np.float64)
+    config = msg.content["config"]
+    edges = np.asarray(config["edges"], dtype=np.float64)
     data = _client_data(parse_run_config(context.run_config), context)
     progress = ClientProgress.load(context.state, 0)
+    if progress.scored_stage != int(config["hierarchy"]):
+        reason = (f"partition {int(context.node_config['partition-id'])}: scores are from hierarchy "
+                  f"{progress.scored_stage}, not {int(config['hierarchy'])}; not sending stale counts")
+        log.warning(reason)
+        return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
     scores = progress.score_array()
     flags = np.asarray(data.train.select(progress.scored_ids)["is_bad"] if progress.scored_ids else [], dtype=bool)
     metrics = {"counts": local_histogram(scores, edges).tolist(),

@@ -111,7 +111,7 @@ def resolve_model_path(name: str) -> str:
 
 def _torch_dtype(dtype: str, quantized: bool) -> torch.dtype:
     if dtype == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        if torch.cuda.is_available() and native_bf16(torch.device("cuda")):  # T4/V100 only emulate bf16
             return torch.bfloat16
         return torch.float32
     native = dtype == "bfloat16" and native_bf16(torch.device("cpu"))

@@ -122,3 +122,19 @@ def test_client_not_sampled_in_a_stage_keeps_every_row_for_the_next(tiny_model_d
     assert sorted(before3.scored_ids) == sorted(set(range(n_rows)) - set(after.stage_train))
     kept3 = [i for i, s in zip(before3.scored_ids, before3.scores, strict=True) if s >= lam]
     assert sorted(after3.stage_train) == sorted(kept3)  # the last stage trains all it keeps
+
+
+def test_histogram_of_stale_scores_is_refused(tiny_model_dir: Path) -> None:
+    """Scores from another hierarchy (rows trained since) must not enter the global histogram."""
+    context, arrays, n_rows = _client(tiny_model_dir, "rescore")
+    _score(context, arrays, 1)
+    edges = np.linspace(-50, 50, 9).tolist()
+    fresh = _send(context, "query.histogram", RecordDict({"config": ConfigRecord(
+        {"server-round": 1, "hierarchy": 1, "edges": edges})}))
+    assert sum(fresh.content["metrics"]["counts"]) == n_rows
+    metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
+                        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
+                        message_type="query.histogram")
+    stale = app(Message(content=RecordDict({"config": ConfigRecord({"server-round": 4, "hierarchy": 2,
+                                                                    "edges": edges})}), metadata=metadata), context)
+    assert stale.has_error() and "stale" in stale.error.reason

@@ -113,7 +113,7 @@ def client_corrupt_ratios(spec: DataSpec, num_partitions: int) -> list[float]:
     except ValueError as err:
         raise PartitionError(f"run config 'client-corrupt-ratios' = {text!r}: not a comma list "
                              "of numbers") from err
-    if len(ratios) < num_partitions:
+    if len(ratios) != num_partitions:
         raise PartitionError(f"run config 'client-corrupt-ratios' = {text!r}: {len(ratios)} "
                              f"ratio(s) for {num_partitions} clients; give one per client")
     if any(not 0.0 <= r <= 1.0 for r in ratios):

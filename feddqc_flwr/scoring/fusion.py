@@ -7,11 +7,13 @@ come from the conditioned and unconditioned passes, so a combination costs nothi
 
 `RankFusion` ranks each component's keep-score among the rows it is given (scale-free, computed
 on the client alone; only its histogram crosses the network) and combines the ranks: `mean`
-(Borda count) or `min` (a row must look good to every component to rank high). A rank only
-means something against a fixed population, so the ClientApp scores such a scorer
-(`relative_to_pool = True`) on ALL its rows at every hierarchy and applies lambda to the
-not-yet-trained ones: lambda, fixed at the first hierarchy, keeps meaning "the top share of this
-client's data" instead of "the top share of whatever is left".
+(Borda count) or `min` (a row must look good to every component to rank high).
+
+These are candidates of `feddqc bench selection`, not registered scorers: on the benchmark grid
+(benchmarks/selection.json) neither beat its `loss` component on average with the base model,
+so they did not earn a place in the app. A registered rank scorer would also need ranks against
+a fixed population (all the client's rows), or a lambda fixed at the first hierarchy would mean
+"the top share of whatever is left" at later ones.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ def pool_ranks(scores: np.ndarray) -> np.ndarray:
 
 class RankFusion(PassScorer):
     """Pool ranks of the components' keep-scores, combined by `combine` (higher = better)."""
-
-    relative_to_pool = True
 
     def __init__(self, name: str, components: tuple[PassScorer, ...], combine: str = "mean") -> None:
         if combine not in COMBINES:

@@ -10,7 +10,7 @@ from feddqc_flwr.scoring.likelihood import IFDScorer, IRAScorer, IRASumScorer, L
 from feddqc_flwr.scoring.nuggets import NuggetsScorer
 from feddqc_flwr.scoring.random_scorer import RandomScorer
 
-DEFAULT_SCORER = "ira"
+DEFAULT_SCORER = "loss"  # best mean kept-clean share in benchmarks/selection.json (README)
 SCORERS: dict[str, Scorer] = {s.name: s for s in (
     IRAScorer(), IRASumScorer(), PerplexityScorer(), LossScorer(), IFDScorer(), NuggetsScorer(), DataInfScorer(),
     RandomScorer(), DS2Scorer(), InstructMiningScorer(),

@@ -141,8 +141,10 @@ class FedDQCStrategy(Strategy):
             message.content["arrays"] = wire[id(arrays)]
         return messages
 
-    def _query_all(self, grid: Grid, message_type: str, content: RecordDict) -> list[Message]:
-        node_ids = list(grid.get_node_ids())
+    def _query_all(self, grid: Grid, message_type: str, content: RecordDict,
+                   node_ids: list[int] | None = None) -> list[Message]:
+        """Send `content` to `node_ids` (default: every connected node); the replies without error."""
+        node_ids = list(grid.get_node_ids()) if node_ids is None else node_ids
         messages = [Message(content=content, dst_node_id=nid, message_type=message_type)
                     for nid in node_ids]
         replies = [r for r in grid.send_and_receive(messages, timeout=self.cfg.round_timeout)]
@@ -158,10 +160,11 @@ class FedDQCStrategy(Strategy):
         config = ConfigRecord({"server-round": server_round, "hierarchy": stage})
         if self.reference_rows:
             config[REFERENCE_KEY] = json.dumps(self.reference_rows)
-        stats = [r.content["metrics"] for r in
-                 self._query_all(grid, SCORE_QUERY, RecordDict({"arrays": cast_arrays(arrays, self.cfg.transport_dtype),
-                                                                "config": config}))]
+        score_replies = self._query_all(grid, SCORE_QUERY, RecordDict({
+            "arrays": cast_arrays(arrays, self.cfg.transport_dtype), "config": config}))
+        stats = [r.content["metrics"] for r in score_replies]
         scored = [s for s in stats if int(s["count"]) > 0]
+        scored_nodes = [r.metadata.src_node_id for r in score_replies if int(r.content["metrics"]["count"]) > 0]
         summary: dict[str, float] = {"clients": float(len(stats)),
                                      "scored": float(sum(int(s["count"]) for s in stats)),
                                      "client-score-seconds": float(sum(float(s["seconds"]) for s in stats)),
@@ -175,8 +178,16 @@ class FedDQCStrategy(Strategy):
             return summary
         edges = shared_edges([float(s["min"]) for s in scored], [float(s["max"]) for s in scored],
                              self.cfg.histogram_bins)
-        hist_config = ConfigRecord({"server-round": server_round, "edges": edges.tolist()})
-        replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}))
+        hist_config = ConfigRecord({"server-round": server_round, "hierarchy": stage, "edges": edges.tolist()})
+        # Only nodes whose fresh scores exist: a node whose score query failed would send stale ones.
+        replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}), scored_nodes)
+        summary["histogram-clients"] = float(len(replies))
+        if not replies:
+            kept = "keeps lambda = %.4f" % self.threshold if self.threshold is not None else \
+                "trains this hierarchy UNFILTERED (no lambda yet)"
+            log.error("round %d hierarchy %d: no histogram reply from the %d scored node(s); the run %s",
+                      server_round, stage, len(scored_nodes), kept)
+            return summary
         counts = np.sum([np.asarray(r.content["metrics"]["counts"], dtype=np.int64) for r in replies], axis=0)
         bad = np.sum([np.asarray(r.content["metrics"]["bad-counts"], dtype=np.int64) for r in replies], axis=0)
         self.rounds[server_round].histogram = {"edges": edges.tolist(), "counts": counts.tolist(),

@@ -100,7 +100,8 @@ def test_quality_is_iid_with_per_client_ratios(labelled: Dataset) -> None:
     spec = DataSpec(partitioner="quality", client_corrupt_ratios="0.1, 0.1,0.9")
     assert [len(p) for p in _parts(labelled, spec, 3)] == [134, 133, 133]
     assert client_corrupt_ratios(spec, 3) == [0.1, 0.1, 0.9]
-    assert client_corrupt_ratios(spec, 2) == [0.1, 0.1]
+    with pytest.raises(PartitionError, match="'client-corrupt-ratios'.*3 ratio\\(s\\) for 2 clients"):
+        client_corrupt_ratios(spec, 2)  # an extra ratio is a config error, not silently dropped
     with pytest.raises(PartitionError, match="'client-corrupt-ratios'.*3 ratio\\(s\\) for 4 clients"):
         client_corrupt_ratios(spec, 4)
     with pytest.raises(PartitionError, match="client-corrupt-ratios"):

@@ -71,7 +71,7 @@ def test_no_text_or_token_ids_leave_the_client(client) -> None:
     context, arrays = client
     config = ConfigRecord({"server-round": 1, "hierarchy": 1})
     replies = {"query.score": _send(context, "query.score", RecordDict({"arrays": arrays, "config": config}))}
-    edges = ConfigRecord({"server-round": 1, "edges": np.linspace(-5, 5, BINS + 1).tolist()})
+    edges = ConfigRecord({"server-round": 1, "hierarchy": 1, "edges": np.linspace(-5, 5, BINS + 1).tolist()})
     replies["query.histogram"] = _send(context, "query.histogram", RecordDict({"config": edges}))
     replies["train"] = _train(context, arrays, lr=1e-3)
     replies["evaluate"] = _send(context, "evaluate", RecordDict({"arrays": arrays, "config": ConfigRecord()}))

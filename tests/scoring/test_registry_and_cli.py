@@ -15,8 +15,9 @@ from tests.scoring.common import ROWS, make_ctx
 
 
 def test_registry_names_and_documentation() -> None:
-    assert DEFAULT_SCORER == "ira"
-    assert set(SCORERS) == {"ira", "ira-sum", "ppl", "loss", "ifd", "nuggets", "datainf", "random", "ds2", "instructmining"}
+    assert DEFAULT_SCORER == "loss"
+    assert set(SCORERS) == {"ira", "ira-sum", "ppl", "loss", "ifd", "nuggets", "datainf", "random", "ds2",
+                            "instructmining"}
     for name, scorer in SCORERS.items():
         assert scorer.name == name and scorer.direction and scorer.cost and scorer.__doc__
     with pytest.raises(ValueError, match="known are"):
