@@ -183,7 +183,7 @@ class FedDQCStrategy(Strategy):
         replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}), scored_nodes)
         summary["histogram-clients"] = float(len(replies))
         if not replies:
-            kept = "keeps lambda = %.4f" % self.threshold if self.threshold is not None else \
+            kept = f"keeps lambda = {self.threshold:.4f}" if self.threshold is not None else \
                 "trains this hierarchy UNFILTERED (no lambda yet)"
             log.error("round %d hierarchy %d: no histogram reply from the %d scored node(s); the run %s",
                       server_round, stage, len(scored_nodes), kept)

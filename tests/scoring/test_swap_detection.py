@@ -2,8 +2,9 @@
 
 Construction (the `copy_model` fixture in conftest.py): row i asks to repeat the word w_i given as
 the input, and the response is w_i (the word's tokens appear verbatim in the prompt; asserted).
-The model is a hand-set one-layer Llama whose attention is uniform over the past (q = k = 0) and adds the mean of the context embeddings
-to the residual, so with a tied LM head every token in the context gets a higher logit.
+The model is a hand-set one-layer Llama whose attention is uniform over the past (q = k = 0) and
+adds the mean of the context embeddings to the residual, so with a tied LM head every token in
+the context gets a higher logit.
 Swapped row i keeps prompt i but takes response w_{i+1}; it is compared with the ORIGINAL row that
 owns that response, so both score the same response tokens: L(response) is identical and IRA,
 loss, ppl and IFD all differ only in L(response | prompt), which is lower when the prompt contains
