@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from flwr.app import Context, Message, RecordDict
+from flwr.app.metadata import Metadata
+
+from feddqc_flwr.client_app import app
 from feddqc_flwr.config import RunConfig, parse_run_config
 from feddqc_flwr.run_defaults import default_run_config
 
@@ -13,3 +18,11 @@ def make_config(**overrides: Any) -> RunConfig:
     raw = default_run_config()
     raw.update({k.replace("_", "-"): v for k, v in overrides.items()})
     return parse_run_config(raw)
+
+
+def deliver(context: Context, message_type: str, content: RecordDict) -> Message:
+    """Run the ClientApp on one message from the server (node 7), in-process, and return its reply."""
+    metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
+                        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
+                        message_type=message_type)
+    return app(Message(content=content, metadata=metadata), context)

@@ -6,21 +6,18 @@ left out of a stage's training keeps all its rows for the next stage."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.app.metadata import Metadata
 from flwr.supercore.task_identity import TaskIdentity
 
-from feddqc_flwr.client_app import app
 from feddqc_flwr.client_progress import ClientProgress
 from feddqc_flwr.config import parse_run_config
 from feddqc_flwr.data.client_data import load_client_data
 from feddqc_flwr.model import adapter_arrays, load_model_bundle, spec_from_config
-from tests.helpers import default_run_config
+from tests.helpers import default_run_config, deliver
 
 K = 3
 
@@ -45,10 +42,7 @@ def _client(tiny_model_dir: Path, filtered_rows: str):
 
 
 def _send(context: Context, message_type: str, content: RecordDict) -> Message:
-    metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
-                        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
-                        message_type=message_type)
-    reply = app(Message(content=content, metadata=metadata), context)
+    reply = deliver(context, message_type, content)
     assert not reply.has_error(), reply.error
     return reply
 
@@ -132,9 +126,6 @@ def test_histogram_of_stale_scores_is_refused(tiny_model_dir: Path) -> None:
     fresh = _send(context, "query.histogram", RecordDict({"config": ConfigRecord(
         {"server-round": 1, "hierarchy": 1, "edges": edges})}))
     assert sum(fresh.content["metrics"]["counts"]) == n_rows
-    metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
-                        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
-                        message_type="query.histogram")
-    stale = app(Message(content=RecordDict({"config": ConfigRecord({"server-round": 4, "hierarchy": 2,
-                                                                    "edges": edges})}), metadata=metadata), context)
+    stale = deliver(context, "query.histogram", RecordDict({"config": ConfigRecord(
+        {"server-round": 4, "hierarchy": 2, "edges": edges})}))
     assert stale.has_error() and "stale" in stale.error.reason

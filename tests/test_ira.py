@@ -14,7 +14,7 @@ from feddqc_flwr.model import ModelSpec, load_model_bundle
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.fusion import RankFusion
 from feddqc_flwr.scoring.ira import ira_scores
-from feddqc_flwr.scoring.likelihood import IRAScorer, IRASumScorer, LossScorer
+from feddqc_flwr.scoring.likelihood import IRAScorer, LossScorer
 from feddqc_flwr.scoring.passes import likelihood_passes
 from tests.scoring.common import ROWS
 
@@ -26,10 +26,11 @@ MARKER = "### Response:\n"
 @pytest.fixture(scope="module")
 def bundle(tiny_model_dir: Path):
     bundle = load_model_bundle(ModelSpec(name=str(tiny_model_dir), lora_r=4, lora_alpha=8))
-    with torch.no_grad():  # a non-zero adapter, so LoRA is part of what is checked
-        for name, p in bundle.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # every LoRA matrix set here: the process-wide cached bundle may hold another test's
+        for name, p in bundle.model.named_parameters():  # adapter; non-zero, so LoRA is part of what is checked
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
     bundle.model.eval()
     return bundle
 
@@ -74,15 +75,15 @@ def test_registered_scorers_and_rank_fusion_from_the_same_passes(bundle) -> None
     hand = [_hand(bundle, r) for r in rows]
     ira_sum = np.array([np.sum(u) - np.sum(c) for c, u in hand])
     loss = np.array([np.mean(c) for c, _ in hand])
-    np.testing.assert_allclose(IRASumScorer().score(rows, ctx), ira_sum, atol=1e-4)
+    np.testing.assert_allclose(IRAScorer("sum").score(rows, ctx), ira_sum, atol=1e-4)
     np.testing.assert_allclose(IRAScorer().score(rows, ctx), [np.mean(u) - np.mean(c) for c, u in hand], atol=1e-5)
     np.testing.assert_allclose(LossScorer().score(rows, ctx), -loss, rtol=1e-5)
     # rank fusion by hand: rank 0..n-1 (best = n-1) of each component, scaled to [0, 1]
     n = len(rows)
     rank = lambda v: np.argsort(np.argsort(v)) / (n - 1)  # noqa: E731 (no ties in these scores)
-    fused = RankFusion("f", (IRASumScorer(), LossScorer()), "mean").score(rows, ctx)
+    fused = RankFusion("f", (IRAScorer("sum"), LossScorer()), "mean").score(rows, ctx)
     np.testing.assert_allclose(fused, (rank(ira_sum) + rank(-loss)) / 2)
-    lowest = RankFusion("f", (IRASumScorer(), LossScorer()), "min").score(rows, ctx)
+    lowest = RankFusion("f", (IRAScorer("sum"), LossScorer()), "min").score(rows, ctx)
     np.testing.assert_allclose(lowest, np.minimum(rank(ira_sum), rank(-loss)))
 
 

@@ -15,6 +15,7 @@ scores again), to measure what re-scoring at later hierarchies buys.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -65,10 +66,10 @@ class PassCache:
 
 
 def keep_scores(scorer: PassScorer | RandomScorer, rows: Sequence[Row], passes: LikelihoodPasses,
-                seed: int) -> np.ndarray:
-    """A scorer's keep-scores from precomputed passes (random needs none)."""
+                seed: int, ctx: ScoringContext) -> np.ndarray:
+    """A scorer's keep-scores from precomputed passes (random needs none: its own seeded draw)."""
     if isinstance(scorer, RandomScorer):
-        return np.random.default_rng(seed).random(len(rows))
+        return scorer.score(rows, dataclasses.replace(ctx, seed=seed))
     return scorer.from_passes(passes)
 
 
@@ -84,11 +85,12 @@ def _applied(rows: Sequence[Row], kind: str) -> dict[str, int]:
         {"applied": types.count(kind), "fell_back_to_noisy": len(types) - types.count(kind)}
 
 
-def _cells(rows: Sequence[Row], passes: LikelihoodPasses, scorers: Sequence[PassScorer | RandomScorer], *,
-           meta: dict[str, Any], seed: int, retention: float) -> list[dict[str, Any]]:
+def _cells(ctx: ScoringContext, rows: Sequence[Row], passes: LikelihoodPasses,
+           scorers: Sequence[PassScorer | RandomScorer], *, meta: dict[str, Any], seed: int,
+           retention: float) -> list[dict[str, Any]]:
     is_bad = np.array([bool(r["is_bad"]) for r in rows])
     return [{**meta, "seed": seed, "scorer": scorer.name, "rows": len(rows), "bad": int(is_bad.sum()),
-             **cell_metrics(keep_scores(scorer, rows, passes, seed), is_bad, retention)} for scorer in scorers]
+             **cell_metrics(keep_scores(scorer, rows, passes, seed, ctx), is_bad, retention)} for scorer in scorers]
 
 
 def _report(progress: Progress, label: str, cells: list[dict[str, Any]], seconds: float) -> None:
@@ -108,7 +110,7 @@ def score_cells(ctx: ScoringContext, pool: Sequence[Row], scorers: Sequence[Pass
             started = time.perf_counter()
             meta = {"dataset": dataset, "corruption": kind, "model_state": "base",
                     "corruption_applied": _applied(rows, kind)}
-            new = _cells(rows, cache.passes(rows), scorers, meta=meta, seed=seed, retention=retention)
+            new = _cells(ctx, rows, cache.passes(rows), scorers, meta=meta, seed=seed, retention=retention)
             _report(progress, f"{dataset} base {kind} seed {seed}", new, time.perf_counter() - started)
             cells += new
     return cells
@@ -139,7 +141,7 @@ def rescored_cells(bundle: ModelBundle, ctx: ScoringContext, pool: Sequence[Row]
                 max_length=ctx.max_length, template=ctx.template, proximal_mu=0.0, seed=seed)).loss
             meta = {"dataset": dataset, "corruption": kind, "model_state": f"adapter-{steps}-steps",
                     "corruption_applied": _applied(rows, kind), "train_loss": loss}
-            new = _cells(rows, PassCache(ctx).passes(rows), scorers, meta=meta, seed=seed, retention=retention)
+            new = _cells(ctx, rows, PassCache(ctx).passes(rows), scorers, meta=meta, seed=seed, retention=retention)
             _report(progress, f"{dataset} adapter {kind} seed {seed} (train loss {loss:.3f})", new,
                     time.perf_counter() - started)
             cells += new

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from feddqc_flwr.scoring.likelihood import IRASumScorer, LossScorer, PassScorer
+from feddqc_flwr.scoring.likelihood import IRAScorer, LossScorer, PassScorer
 from feddqc_flwr.scoring.passes import LikelihoodPasses
 
 COMBINES = ("mean", "min")
@@ -55,6 +55,6 @@ class RankFusion(PassScorer):
 
 
 CANDIDATES = (
-    RankFusion("rank-mean-ira-sum-loss", (IRASumScorer(), LossScorer()), "mean"),
-    RankFusion("rank-min-ira-sum-loss", (IRASumScorer(), LossScorer()), "min"),
+    RankFusion("rank-mean-ira-sum-loss", (IRAScorer("sum"), LossScorer()), "mean"),
+    RankFusion("rank-min-ira-sum-loss", (IRAScorer("sum"), LossScorer()), "min"),
 )

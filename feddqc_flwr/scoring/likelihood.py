@@ -35,31 +35,23 @@ class PassScorer:
 
 
 class IRAScorer(PassScorer):
-    """FedDQC's IRA = L(response) − L(response | instruction) with L the MEAN token NLL, as the
-    authors' code computes it; high = instruction explains the response = clean.
-    Keep-score = IRA unchanged. Cost: 2 forward passes per sample."""
+    """FedDQC's IRA = L(response) − L(response | instruction); high = instruction explains the
+    response = clean. Keep-score = IRA unchanged. Cost: 2 forward passes per sample in both forms.
 
-    name = "ira"
-    direction = "higher raw IRA is better; keep-score = IRA (mean token NLL form)"
+    `ira` takes L as the MEAN token NLL, as the authors' code computes it; `ira-sum` takes the
+    SUMMED token NLL, as the paper's §3.2 writes it: log p(y|x) − log p(y), the pointwise mutual
+    information of instruction and response in nats (it grows with the response length)."""
+
     cost = "2 forward passes per sample (conditioned + response alone)"
     passes = IRA_PASSES
 
-    def from_passes(self, passes: LikelihoodPasses) -> np.ndarray:
-        return ira_from_passes(passes, "mean").ira
-
-
-class IRASumScorer(PassScorer):
-    """IRA with L the SUMMED token NLL, as the paper's §3.2 writes it: log p(y|x) − log p(y),
-    the pointwise mutual information of instruction and response in nats; high = clean.
-    Keep-score = IRA-sum unchanged. Cost: the same 2 forward passes per sample as `ira`."""
-
-    name = "ira-sum"
-    direction = "higher raw IRA-sum is better; keep-score = IRA-sum (nats, grows with response length)"
-    cost = "2 forward passes per sample (conditioned + response alone)"
-    passes = IRA_PASSES
+    def __init__(self, reduction: str = "mean") -> None:
+        self.reduction = reduction
+        self.name = "ira" if reduction == "mean" else f"ira-{reduction}"
+        self.direction = f"higher raw IRA is better; keep-score = IRA ({reduction} token NLL form)"
 
     def from_passes(self, passes: LikelihoodPasses) -> np.ndarray:
-        return ira_from_passes(passes, "sum").ira
+        return ira_from_passes(passes, self.reduction).ira
 
 
 class LossScorer(PassScorer):

@@ -6,13 +6,13 @@ from feddqc_flwr.scoring.base import Scorer
 from feddqc_flwr.scoring.datainf import DataInfScorer
 from feddqc_flwr.scoring.ds2 import DS2Scorer
 from feddqc_flwr.scoring.instructmining import InstructMiningScorer
-from feddqc_flwr.scoring.likelihood import IFDScorer, IRAScorer, IRASumScorer, LossScorer, PerplexityScorer
+from feddqc_flwr.scoring.likelihood import IFDScorer, IRAScorer, LossScorer, PerplexityScorer
 from feddqc_flwr.scoring.nuggets import NuggetsScorer
 from feddqc_flwr.scoring.random_scorer import RandomScorer
 
 DEFAULT_SCORER = "loss"  # best mean kept-clean share in benchmarks/selection.json (README)
 SCORERS: dict[str, Scorer] = {s.name: s for s in (
-    IRAScorer(), IRASumScorer(), PerplexityScorer(), LossScorer(), IFDScorer(), NuggetsScorer(), DataInfScorer(),
+    IRAScorer(), IRAScorer("sum"), PerplexityScorer(), LossScorer(), IFDScorer(), NuggetsScorer(), DataInfScorer(),
     RandomScorer(), DS2Scorer(), InstructMiningScorer(),
 )}
 NEEDS_REFERENCE = ("nuggets", "datainf")  # scorers that read ScoringContext.reference_rows

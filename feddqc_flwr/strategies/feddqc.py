@@ -163,8 +163,9 @@ class FedDQCStrategy(Strategy):
         score_replies = self._query_all(grid, SCORE_QUERY, RecordDict({
             "arrays": cast_arrays(arrays, self.cfg.transport_dtype), "config": config}))
         stats = [r.content["metrics"] for r in score_replies]
-        scored = [s for s in stats if int(s["count"]) > 0]
-        scored_nodes = [r.metadata.src_node_id for r in score_replies if int(r.content["metrics"]["count"]) > 0]
+        scored_replies = [r for r in score_replies if int(r.content["metrics"]["count"]) > 0]
+        scored = [r.content["metrics"] for r in scored_replies]
+        scored_nodes = [r.metadata.src_node_id for r in scored_replies]
         summary: dict[str, float] = {"clients": float(len(stats)),
                                      "scored": float(sum(int(s["count"]) for s in stats)),
                                      "client-score-seconds": float(sum(float(s["seconds"]) for s in stats)),

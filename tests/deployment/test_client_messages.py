@@ -7,23 +7,20 @@ searched for the client's text and token ids.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.app.metadata import Metadata
 from flwr.common.serde import message_to_proto
 from flwr.supercore.task_identity import TaskIdentity
 
-from feddqc_flwr.client_app import app
 from feddqc_flwr.config import parse_run_config
 from feddqc_flwr.data.client_data import load_client_data
 from feddqc_flwr.model import adapter_arrays, cast_arrays, load_model_bundle, spec_from_config
 from feddqc_flwr.training import encode_for_training
-from tests.helpers import default_run_config
+from tests.helpers import default_run_config, deliver
 
 BINS = 16
 
@@ -48,16 +45,9 @@ def client(tiny_model_dir: Path) -> tuple[Context, ArrayRecord]:
     return context, adapter_arrays(load_model_bundle(spec_from_config(cfg)).model)
 
 
-def _send(context: Context, message_type: str, content: RecordDict) -> Message:
-    metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
-                        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
-                        message_type=message_type)
-    return app(Message(content=content, metadata=metadata), context)
-
-
 def _train(context: Context, arrays: ArrayRecord, lr: float) -> Message:
     config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": False, "lr": lr, "lambda": -1e9})
-    return _send(context, "train", RecordDict({"arrays": arrays, "config": config}))
+    return deliver(context, "train", RecordDict({"arrays": arrays, "config": config}))
 
 
 def _client_texts(context: Context) -> list[str]:
@@ -70,11 +60,11 @@ def _client_texts(context: Context) -> list[str]:
 def test_no_text_or_token_ids_leave_the_client(client) -> None:
     context, arrays = client
     config = ConfigRecord({"server-round": 1, "hierarchy": 1})
-    replies = {"query.score": _send(context, "query.score", RecordDict({"arrays": arrays, "config": config}))}
+    replies = {"query.score": deliver(context, "query.score", RecordDict({"arrays": arrays, "config": config}))}
     edges = ConfigRecord({"server-round": 1, "hierarchy": 1, "edges": np.linspace(-5, 5, BINS + 1).tolist()})
-    replies["query.histogram"] = _send(context, "query.histogram", RecordDict({"config": edges}))
+    replies["query.histogram"] = deliver(context, "query.histogram", RecordDict({"config": edges}))
     replies["train"] = _train(context, arrays, lr=1e-3)
-    replies["evaluate"] = _send(context, "evaluate", RecordDict({"arrays": arrays, "config": ConfigRecord()}))
+    replies["evaluate"] = deliver(context, "evaluate", RecordDict({"arrays": arrays, "config": ConfigRecord()}))
 
     texts = _client_texts(context)
     cfg = parse_run_config(context.run_config)

@@ -56,7 +56,7 @@ def test_cached_passes_give_each_scorers_own_scores(bundle) -> None:
         if scorer.name == "random":
             continue
         direct = scorer.score(rows[::-1], ctx)
-        np.testing.assert_allclose(keep_scores(scorer, rows[::-1], passes, 0), direct, rtol=1e-4, atol=1e-5,
+        np.testing.assert_allclose(keep_scores(scorer, rows[::-1], passes, 0, ctx), direct, rtol=1e-4, atol=1e-5,
                                    err_msg=scorer.name)
     assert get_scorer("ira").name in {s.name for s in selection_scorers()}
 
