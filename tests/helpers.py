@@ -8,9 +8,9 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.app.metadata import Metadata
 
-from feddqc_flwr.client_app import app
-from feddqc_flwr.config import RunConfig, parse_run_config
-from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.app.client_app import app
+from feddqc_flwr.app.config import RunConfig, parse_run_config
+from feddqc_flwr.app.run_defaults import default_run_config
 
 
 def make_config(**overrides: Any) -> RunConfig:

@@ -9,7 +9,7 @@ import pytest
 
 from feddqc_flwr.bench.communication import adapter_bytes, transport_accuracy
 from feddqc_flwr.bench.overhead import round_overhead
-from feddqc_flwr.model import ModelSpec
+from feddqc_flwr.llm.model import ModelSpec
 
 
 def test_adapter_bytes_match_lora_shapes(tiny_model_dir: Path) -> None:

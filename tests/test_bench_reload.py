@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from feddqc_flwr.bench.reload import cold_message, warm_message
-from feddqc_flwr.model import load_model_bundle
+from feddqc_flwr.llm.model import load_model_bundle
 from tests.helpers import default_run_config
 
 

@@ -16,7 +16,7 @@ from feddqc_flwr.bench.scoring import (
     score_agreement,
     timed_in_turn,
 )
-from feddqc_flwr.model import ModelSpec, load_model_bundle
+from feddqc_flwr.llm.model import ModelSpec, load_model_bundle
 from feddqc_flwr.scoring.ira import ira_scores
 from feddqc_flwr.scoring.registry import SCORERS
 from tests.scoring.common import ANCHORS, ROWS

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from feddqc_flwr.bench.train_memory import train_step_peak
-from feddqc_flwr.model import ModelSpec, load_model_bundle
-from feddqc_flwr.training import LocalTrainConfig, train_adapter
+from feddqc_flwr.llm.model import ModelSpec, load_model_bundle
+from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
 from tests.scoring.common import ROWS
 
 

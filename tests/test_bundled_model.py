@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feddqc_flwr.model import ModelSpec, load_base_model, resolve_model_path
+from feddqc_flwr.llm.model import ModelSpec, load_base_model, resolve_model_path
 from feddqc_flwr.scoring.ira import ira_scores
 
 pytest.importorskip("gguf")

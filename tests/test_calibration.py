@@ -12,8 +12,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRec
 from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
-from feddqc_flwr.strategies.factory import build_base_strategy
-from feddqc_flwr.strategies.feddqc import HISTOGRAM_QUERY, SCORE_QUERY, FedDQCStrategy
+from feddqc_flwr.app.strategies.factory import build_base_strategy
+from feddqc_flwr.app.strategies.feddqc import HISTOGRAM_QUERY, SCORE_QUERY, FedDQCStrategy
 from tests.helpers import make_config
 
 BINS = 4

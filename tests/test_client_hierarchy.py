@@ -13,10 +13,11 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from feddqc_flwr.client_progress import ClientProgress
-from feddqc_flwr.config import parse_run_config
+from feddqc_flwr.app.client_progress import ClientProgress
+from feddqc_flwr.app.config import parse_run_config
+from feddqc_flwr.app.model_spec import spec_from_config
 from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.model import adapter_arrays, load_model_bundle, spec_from_config
+from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle
 from tests.helpers import default_run_config, deliver
 
 K = 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feddqc_flwr.config import ConfigError, parse_run_config
+from feddqc_flwr.app.config import ConfigError, parse_run_config
 from tests.helpers import default_run_config, make_config
 
 
@@ -49,7 +49,7 @@ def test_integer_literals_are_accepted_for_float_keys() -> None:
 
 
 def test_config_scorers_are_the_registered_ones() -> None:
-    from feddqc_flwr.config import SCORERS
+    from feddqc_flwr.app.config import SCORERS
     from feddqc_flwr.scoring.registry import SCORERS as REGISTERED
 
     assert set(SCORERS) == set(REGISTERED)
@@ -58,3 +58,14 @@ def test_config_scorers_are_the_registered_ones() -> None:
 def test_absolute_lambda_is_only_for_ira() -> None:
     with pytest.raises(ConfigError, match="'scorer' = 'ppl' use threshold-mode = 'retention'"):
         make_config(scorer="ppl", threshold_mode="lambda")
+
+
+def test_config_choices_match_the_modules_that_implement_them() -> None:
+    from feddqc_flwr.app import config
+    from feddqc_flwr.evaluation import suite
+    from feddqc_flwr.llm import precision
+    from feddqc_flwr.scoring.registry import SCORERS
+
+    assert config.SCORE_DTYPES == precision.SCORE_DTYPES
+    assert config.EVAL_METRICS == suite.EVAL_METRICS
+    assert set(config.SCORERS) == set(SCORERS)

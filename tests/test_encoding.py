@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from feddqc_flwr.prompts import IGNORE_INDEX, encode_pair
-from feddqc_flwr.training import encode_for_training
+from feddqc_flwr.llm.prompts import IGNORE_INDEX, encode_pair
+from feddqc_flwr.training.local_sft import encode_for_training
 
 ROW = {"instruction": "What is the capital of France?", "input": "", "response": "Paris is the capital.",
        "history": []}

@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from feddqc_flwr.cli import main
+from feddqc_flwr.cli.main import main
 from feddqc_flwr.report.build import write_report
 from feddqc_flwr.report.plots import RUN_PLOTS
 from feddqc_flwr.report.run_data import load_run

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from feddqc_flwr.model import ModelSpec, load_model_bundle
+from feddqc_flwr.llm.model import ModelSpec, load_model_bundle
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.fusion import RankFusion
 from feddqc_flwr.scoring.ira import ira_scores

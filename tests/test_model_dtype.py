@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feddqc_flwr.model import _torch_dtype
+from feddqc_flwr.llm.model import _torch_dtype
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from feddqc_flwr.config import ConfigError
-from feddqc_flwr.server_app import server_eval_sets, server_rows
+from feddqc_flwr.app.config import ConfigError
+from feddqc_flwr.app.server_app import server_eval_sets, server_rows
 from tests.helpers import make_config
 
 ROWS = [{"sample_id": str(i)} for i in range(10)]

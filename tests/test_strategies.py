@@ -10,8 +10,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.app.metadata import Metadata
 from flwr.supercore.task_identity import TaskIdentity
 
-from feddqc_flwr.strategies.factory import build_base_strategy
-from feddqc_flwr.strategies.feddqc import FedDQCStrategy, cosine_lr
+from feddqc_flwr.app.strategies.factory import build_base_strategy
+from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy, cosine_lr
 from tests.helpers import make_config
 
 GLOBAL = {"layer.lora_A.weight": np.array([[1.0, -2.0], [0.5, 0.0]]), "layer.lora_B.weight": np.zeros((2, 2))}

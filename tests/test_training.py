@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from feddqc_flwr.model import ModelSpec, adapter_arrays, load_model_bundle, set_adapter_arrays
+from feddqc_flwr.llm.model import ModelSpec, adapter_arrays, load_model_bundle, set_adapter_arrays
 from feddqc_flwr.scoring.ira import ira_scores
-from feddqc_flwr.training import (
+from feddqc_flwr.training.local_sft import (
     CompletionCollator,
     LocalTrainConfig,
     ProximalTrainer,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from feddqc_flwr.training_dynamics import append_round, data_map
+from feddqc_flwr.training.dynamics import append_round, data_map
 
 
 def test_confidence_and_variability_are_mean_and_std_over_rounds(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from feddqc_flwr.model import ModelSpec, adapter_arrays, add_lora, load_base_model
+from feddqc_flwr.llm.model import ModelSpec, adapter_arrays, add_lora, load_base_model
 
 
 def adapter_bytes(spec: ModelSpec, clients_per_round: int) -> dict[str, Any]:

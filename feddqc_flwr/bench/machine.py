@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from feddqc_flwr.results import git_commit, package_versions
+from feddqc_flwr.app.results import git_commit, package_versions
 
 
 def _cpu_model() -> str:

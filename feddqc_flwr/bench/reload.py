@@ -20,18 +20,20 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from feddqc_flwr.config import parse_run_config
+from feddqc_flwr.app.config import parse_run_config
+from feddqc_flwr.app.model_spec import spec_from_config
 from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.model import adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
+from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle, set_adapter_arrays
 
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
-import feddqc_flwr.client_app  # everything a ClientApp process imports (flwr, torch, transformers, peft, datasets)
+import feddqc_flwr.app.client_app  # everything a ClientApp process imports (flwr, torch, transformers, peft, datasets)
 imported = time.perf_counter()
-from feddqc_flwr.config import parse_run_config
+from feddqc_flwr.app.config import parse_run_config
 from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.model import load_model_bundle, spec_from_config
+from feddqc_flwr.llm.model import load_model_bundle
+from feddqc_flwr.app.model_spec import spec_from_config
 cfg = parse_run_config(json.loads(sys.argv[1]))
 load_client_data(cfg.data_spec, 0, 2)
 data = time.perf_counter()

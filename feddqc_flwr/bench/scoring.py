@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from feddqc_flwr.batching import pad_sequences
 from feddqc_flwr.bench.machine import matmul_gflops, peak_rss_mib
-from feddqc_flwr.model import ModelBundle
-from feddqc_flwr.precision import compute_precision
-from feddqc_flwr.prompts import encode_pair, start_token_id
+from feddqc_flwr.llm.batching import pad_sequences
+from feddqc_flwr.llm.model import ModelBundle
+from feddqc_flwr.llm.precision import compute_precision
+from feddqc_flwr.llm.prompts import encode_pair, start_token_id
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.ira import ira_scores
 from feddqc_flwr.scoring.nll import causal_lm
 from feddqc_flwr.scoring.registry import NEEDS_REFERENCE, SCORERS
-from feddqc_flwr.training import LocalTrainConfig, train_adapter
+from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
 
 
 def timed_once(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from feddqc_flwr.data.corruption import BASE_TYPES, corrupt_rows
-from feddqc_flwr.model import ModelBundle, adapter_arrays, set_adapter_arrays
+from feddqc_flwr.llm.model import ModelBundle, adapter_arrays, set_adapter_arrays
 from feddqc_flwr.scoring.base import Row, ScoringContext
 from feddqc_flwr.scoring.likelihood import PassScorer
 from feddqc_flwr.scoring.passes import PASSES, LikelihoodPasses, ResponseNLL, likelihood_passes
 from feddqc_flwr.scoring.random_scorer import RandomScorer
 from feddqc_flwr.selection.quality_metrics import auroc, kept_mask
-from feddqc_flwr.training import LocalTrainConfig, train_adapter
+from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
 
 CORRUPTIONS = (*BASE_TYPES, "mixture")
 # The paper's Table 6: kept-clean share at 50 % swap, retention 0.5 (its own models and data).

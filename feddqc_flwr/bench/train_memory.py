@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from feddqc_flwr.bench.machine import peak_rss_mib
-from feddqc_flwr.model import ModelBundle
-from feddqc_flwr.training import LocalTrainConfig, train_adapter
+from feddqc_flwr.llm.model import ModelBundle
+from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
 
 
 def train_step_peak(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], *, batch_size: int, steps: int,

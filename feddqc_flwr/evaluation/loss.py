@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from feddqc_flwr.model import ModelBundle
-from feddqc_flwr.prompts import encode_pair, start_token_id
+from feddqc_flwr.llm.model import ModelBundle
+from feddqc_flwr.llm.prompts import encode_pair, start_token_id
 from feddqc_flwr.scoring.nll import mean_nll
 
 

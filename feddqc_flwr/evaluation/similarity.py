@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from feddqc_flwr.encoder import sentence_encoder
+from feddqc_flwr.llm.encoder import sentence_encoder
 
 
 def greedy_match_f1(candidate: np.ndarray, reference: np.ndarray) -> float:

@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from feddqc_flwr.config import EVAL_METRICS
 from feddqc_flwr.evaluation.choices import choice_accuracy, closed_answer_set
 from feddqc_flwr.evaluation.generation import generate_answers, generation_accuracy
 from feddqc_flwr.evaluation.judge import judge_win_rate
 from feddqc_flwr.evaluation.loss import heldout_loss
 from feddqc_flwr.evaluation.similarity import answer_similarity
-from feddqc_flwr.model import ModelBundle
-from feddqc_flwr.openai_endpoint import ChatEndpoint
+from feddqc_flwr.llm.model import ModelBundle
+from feddqc_flwr.llm.openai_endpoint import ChatEndpoint
 
+EVAL_METRICS = ("loss", "choice", "generation", "similarity", "judge")  # = app.config.EVAL_METRICS (a test checks)
 _NEEDS_ANSWERS = ("generation", "similarity", "judge")
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from feddqc_flwr.config import ConfigError, parse_run_config
-from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.app.config import ConfigError, parse_run_config
+from feddqc_flwr.app.run_defaults import default_run_config
 
 Value = str | int | float | bool
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from feddqc_flwr.training_dynamics import data_map
+from feddqc_flwr.training.dynamics import data_map
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ class ScoringContext:
     """The model as it is now plus the encoding settings training uses.
 
     `compute_dtype` is the precision of the scoring passes' matrix products (autocast; see
-    `feddqc_flwr.precision`). `reference_rows` are clean anchor/validation rows the server distributes (NUGGETS anchors,
-    DataInf validation set); scorers that do not need them ignore them. `options` carries the
-    run-config keys of one scorer (DS2's rater, InstructMining's rule file); empty = defaults.
+    `feddqc_flwr.llm.precision`). `reference_rows` are clean anchor/validation rows the server
+    distributes (NUGGETS anchors, DataInf validation set); scorers that do not need them ignore
+    them. `options` carries the run-config keys of one scorer (DS2's rater, InstructMining's rule
+    file); empty = defaults.
     """
 
     model: torch.nn.Module

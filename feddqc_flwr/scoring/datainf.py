@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from feddqc_flwr.batching import pad_sequences
-from feddqc_flwr.precision import compute_precision
-from feddqc_flwr.prompts import encode_pair, start_token_id
+from feddqc_flwr.llm.batching import pad_sequences
+from feddqc_flwr.llm.precision import compute_precision
+from feddqc_flwr.llm.prompts import encode_pair, start_token_id
 from feddqc_flwr.scoring.base import Row, ScoringContext
 from feddqc_flwr.scoring.nll import output_head, position_nll
 

@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from feddqc_flwr.batching import pad_sequences
-from feddqc_flwr.precision import compute_precision
-from feddqc_flwr.prompts import IGNORE_INDEX
+from feddqc_flwr.llm.batching import pad_sequences
+from feddqc_flwr.llm.precision import compute_precision
+from feddqc_flwr.llm.prompts import IGNORE_INDEX
 
 _HEAD_CHUNK = 128  # labelled positions projected to the vocabulary at once (cache-sized logits)
 

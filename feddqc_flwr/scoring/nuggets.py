@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from feddqc_flwr.prompts import IGNORE_INDEX, EncodedPair, encode_pair, start_token_id
+from feddqc_flwr.llm.prompts import IGNORE_INDEX, EncodedPair, encode_pair, start_token_id
 from feddqc_flwr.scoring.base import Row, ScoringContext
 from feddqc_flwr.scoring.nll import mean_nll
 

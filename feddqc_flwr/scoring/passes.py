@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from feddqc_flwr.prompts import ALPACA_RESPONSE_MARKER, IGNORE_INDEX, EncodedPair, encode_pair, start_token_id
+from feddqc_flwr.llm.prompts import ALPACA_RESPONSE_MARKER, IGNORE_INDEX, EncodedPair, encode_pair, start_token_id
 from feddqc_flwr.scoring.base import Row, ScoringContext
 from feddqc_flwr.scoring.nll import nll_totals, per_token
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from feddqc_flwr.cli_data import add_data_commands, corrupt, inspect
+from feddqc_flwr.cli.data import add_data_commands, corrupt, inspect
 from feddqc_flwr.data.spec import DataSpec
 
 

@@ -16,10 +16,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.serde import message_to_proto
 from flwr.supercore.task_identity import TaskIdentity
 
-from feddqc_flwr.config import parse_run_config
+from feddqc_flwr.app.config import parse_run_config
+from feddqc_flwr.app.model_spec import spec_from_config
 from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.model import adapter_arrays, cast_arrays, load_model_bundle, spec_from_config
-from feddqc_flwr.training import encode_for_training
+from feddqc_flwr.llm.model import adapter_arrays, cast_arrays, load_model_bundle
+from feddqc_flwr.training.local_sft import encode_for_training
 from tests.helpers import default_run_config, deliver
 
 BINS = 16

@@ -11,11 +11,12 @@ from flwr.app.metadata import Metadata
 from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
-from feddqc_flwr.config import ConfigError
-from feddqc_flwr.model import adapter_arrays, load_model_bundle, spec_from_config
-from feddqc_flwr.results import RunRecorder, checkpoint_state, load_checkpoint
-from feddqc_flwr.strategies.factory import build_base_strategy
-from feddqc_flwr.strategies.feddqc import FedDQCStrategy
+from feddqc_flwr.app.config import ConfigError
+from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.results import RunRecorder, checkpoint_state, load_checkpoint
+from feddqc_flwr.app.strategies.factory import build_base_strategy
+from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
+from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle
 from tests.helpers import make_config
 from tests.test_strategies import GLOBAL, OfflineGrid, _client, _reply
 

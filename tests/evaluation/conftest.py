@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from feddqc_flwr.model import ModelBundle, ModelSpec, load_model_bundle
+from feddqc_flwr.llm.model import ModelBundle, ModelSpec, load_model_bundle
 
 MEDQA_ROW = {
     "sample_id": "medqa-1", "input": "", "history": [],

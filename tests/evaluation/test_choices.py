@@ -9,7 +9,7 @@ import pytest
 
 from feddqc_flwr.evaluation import choices
 from feddqc_flwr.evaluation.choices import Choice, closed_answer_set, lettered_options, row_choice
-from feddqc_flwr.model import ModelBundle
+from feddqc_flwr.llm.model import ModelBundle
 from tests.evaluation.conftest import FREE_ROW, MEDQA_ROW, PUBMEDQA_ROWS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feddqc_flwr.config import ConfigError
+from feddqc_flwr.app.config import ConfigError
 from tests.helpers import make_config
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from feddqc_flwr.evaluation.choices import row_choice
 from feddqc_flwr.evaluation.generation import generate_answers, generation_accuracy, parse_answer
-from feddqc_flwr.model import ModelBundle
+from feddqc_flwr.llm.model import ModelBundle
 from tests.evaluation.conftest import FREE_ROW, MEDQA_ROW, PUBMEDQA_ROWS
 
 CLOSED = ("maybe", "no", "yes")

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from feddqc_flwr.evaluation.judge import judge_win_rate, parse_verdict
-from feddqc_flwr.openai_endpoint import ChatEndpoint
+from feddqc_flwr.llm.openai_endpoint import ChatEndpoint
 
 ROWS = [{"instruction": "Q1?", "input": "", "response": "ref one"},
         {"instruction": "Q2?", "input": "ctx", "response": "ref two"}]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from feddqc_flwr.evaluation import evaluate_rows, heldout_loss
-from feddqc_flwr.model import ModelBundle
+from feddqc_flwr.llm.model import ModelBundle
 from tests.evaluation.conftest import FREE_ROW, MEDQA_ROW, PUBMEDQA_ROWS
 
 KW = {"template": "alpaca", "max_length": 256, "batch_size": 4, "max_new_tokens": 4}

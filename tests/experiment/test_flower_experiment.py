@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from feddqc_flwr.cli import main
+from feddqc_flwr.cli.main import main
 
 
 def test_experiment_runs_cells_with_flwr_and_reports(tmp_path: Path, tiny_model_dir: Path, flwr_env,

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from feddqc_flwr.experiment.grid import run_grid
-from feddqc_flwr.experiment.results_file import write_results
+from feddqc_flwr.experiment.results_file import RESULTS_JSON, write_results
 from feddqc_flwr.experiment.runner import CellFailed, toml_value
 from feddqc_flwr.experiment.spec import Cell, load_spec
 from feddqc_flwr.experiment.summary import best_per_arm
+from feddqc_flwr.report.experiment_tables import write_results_md
 
 TOML = """
 name = "resume"
@@ -94,9 +95,11 @@ def test_results_file_records_config_versions_commit_and_tables(tmp_path: Path) 
     spec = load_spec(spec_path)
     records = run_grid(spec, tmp_path / "out", FakeRunner())
     app = Path(__file__).resolve().parents[2]
-    path = write_results(spec, records, best_per_arm(spec, records), tmp_path / "out", "feddqc experiment exp.toml",
-                         app)
-    payload = json.loads(path.read_text())
+    best = best_per_arm(spec, records)
+    written = write_results(spec, records, best, tmp_path / "out", "feddqc experiment exp.toml", app)
+    write_results_md(spec, records, best, written, tmp_path / "out")
+    payload = json.loads((tmp_path / "out" / RESULTS_JSON).read_text())
+    assert payload == json.loads(json.dumps(written, default=str))
     assert payload["experiment"]["arms"] == {"mixed": {"method": "fedavg"}}
     assert payload["packages"]["flwr"] and payload["git_commit"] == payload["app_git_commit"]
     assert payload["best_per_arm"][0]["seed_values"] == {"test-loss": [0.002, 0.002]}

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from feddqc_flwr.model import ModelBundle
-from feddqc_flwr.prompts import ALPACA_NO_INPUT, ALPACA_RESPONSE_MARKER, ALPACA_WITH_INPUT
+from feddqc_flwr.llm.model import ModelBundle
+from feddqc_flwr.llm.prompts import ALPACA_NO_INPUT, ALPACA_RESPONSE_MARKER, ALPACA_WITH_INPUT
 from feddqc_flwr.scoring.base import ScoringContext
 
 ROWS = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from feddqc_flwr.model import ModelBundle, ModelSpec, load_model_bundle
+from feddqc_flwr.llm.model import ModelBundle, ModelSpec, load_model_bundle
 
 
 @pytest.fixture(scope="module", autouse=True)

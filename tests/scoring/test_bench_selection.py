@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from feddqc_flwr.bench.selection import PassCache, keep_scores, score_cells, summarize
-from feddqc_flwr.cli_bench import add_bench_commands, selection_scorers
+from feddqc_flwr.cli.bench import add_bench_commands, selection_scorers
 from feddqc_flwr.data.corruption import corrupt_rows
 from feddqc_flwr.scoring.registry import get_scorer
 from tests.scoring.common import make_ctx

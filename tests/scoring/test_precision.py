@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from feddqc_flwr import precision
-from feddqc_flwr.precision import resolve_score_dtype
+from feddqc_flwr.llm import precision
+from feddqc_flwr.llm.precision import resolve_score_dtype
 from feddqc_flwr.scoring.registry import get_scorer
 from tests.scoring.common import ANCHORS, ROWS, make_ctx
 

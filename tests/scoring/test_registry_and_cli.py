@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feddqc_flwr.cli_score import add_score_command
+from feddqc_flwr.cli.score import add_score_command
 from feddqc_flwr.scoring.registry import DEFAULT_SCORER, SCORERS, get_scorer
 from tests.scoring.common import ROWS, make_ctx
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feddqc_flwr.prompts import encode_pair
+from feddqc_flwr.llm.prompts import encode_pair
 from feddqc_flwr.scoring.ira import ira_scores
 from feddqc_flwr.scoring.registry import get_scorer
 from tests.scoring.common import make_ctx

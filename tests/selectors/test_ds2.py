@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from feddqc_flwr.config import ConfigError
-from feddqc_flwr.openai_endpoint import EndpointError
+from feddqc_flwr.app.config import ConfigError
+from feddqc_flwr.llm.openai_endpoint import EndpointError
 from feddqc_flwr.scoring.ds2 import DS2Scorer
 from feddqc_flwr.scoring.ds2.curation import curate, long_tail_scores
 from feddqc_flwr.scoring.ds2.hoc import TransitionEstimate, estimate_transition

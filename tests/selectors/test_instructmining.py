@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from feddqc_flwr.encoder import embed
+from feddqc_flwr.llm.encoder import embed
 from feddqc_flwr.scoring.instructmining import InstructMiningScorer
 from feddqc_flwr.scoring.instructmining.indicators import compute_indicators, knn_distance, mtld
 from feddqc_flwr.scoring.instructmining.rule import PUBLISHED_RULE, Rule, fit_rule

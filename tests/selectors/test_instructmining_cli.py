@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feddqc_flwr.cli_instructmining import add_instructmining_commands, mean_indicators
-from feddqc_flwr.cli_score import add_score_command
-from feddqc_flwr.results import saved_run_config
-from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.app.results import saved_run_config
+from feddqc_flwr.app.run_defaults import default_run_config
+from feddqc_flwr.cli.instructmining import add_instructmining_commands, mean_indicators
+from feddqc_flwr.cli.score import add_score_command
 from feddqc_flwr.scoring.instructmining.rule import Rule
 
 

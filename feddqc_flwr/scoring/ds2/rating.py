@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from feddqc_flwr.completion import complete
-from feddqc_flwr.openai_endpoint import ChatEndpoint, EndpointError
+from feddqc_flwr.llm.completion import complete
+from feddqc_flwr.llm.openai_endpoint import ChatEndpoint, EndpointError
 
 log = logging.getLogger(__name__)
 

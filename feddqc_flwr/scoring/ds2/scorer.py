@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from feddqc_flwr.encoder import embed
-from feddqc_flwr.openai_endpoint import ChatEndpoint
+from feddqc_flwr.llm.encoder import embed
+from feddqc_flwr.llm.openai_endpoint import ChatEndpoint
 from feddqc_flwr.scoring.base import Row, ScoringContext
 from feddqc_flwr.scoring.ds2.curation import curate, long_tail_scores
 from feddqc_flwr.scoring.ds2.hoc import estimate_transition

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from feddqc_flwr.encoder import embed
+from feddqc_flwr.llm.encoder import embed
 from feddqc_flwr.scoring.base import Row, ScoringContext
 from feddqc_flwr.scoring.likelihood import conditioned_loss
 from feddqc_flwr.scoring.neighbours import nearest_neighbours

@@ -18,8 +18,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from feddqc_flwr.batching import pad_sequences
-from feddqc_flwr.prompts import encode_pair, start_token_id
+from feddqc_flwr.llm.batching import pad_sequences
+from feddqc_flwr.llm.prompts import encode_pair, start_token_id
 from feddqc_flwr.scoring.nll import position_nll
 
 

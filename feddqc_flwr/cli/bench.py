@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from feddqc_flwr.app.config import SCORE_DTYPES
+from feddqc_flwr.app.run_defaults import default_run_config, paper_preset
 from feddqc_flwr.bench.communication import adapter_bytes, transport_accuracy
 from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
 from feddqc_flwr.bench.overhead import CLIENT_MODES, round_overhead
@@ -16,13 +18,11 @@ from feddqc_flwr.bench.selection import CORRUPTIONS as SELECTION_CORRUPTIONS
 from feddqc_flwr.bench.selection import PAPER_TABLE6, rescored_cells, score_cells, scorer_seconds, summarize
 from feddqc_flwr.bench.selection_plot import selection_heatmap
 from feddqc_flwr.bench.train_memory import train_step_peak
-from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import SCORE_DTYPES
+from feddqc_flwr.cli.table import show_table
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.spec import DataSpec
-from feddqc_flwr.model import ModelSpec, load_model_bundle
-from feddqc_flwr.precision import resolve_score_dtype
-from feddqc_flwr.run_defaults import default_run_config, paper_preset
+from feddqc_flwr.llm.model import ModelSpec, load_model_bundle
+from feddqc_flwr.llm.precision import resolve_score_dtype
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.fusion import CANDIDATES
 from feddqc_flwr.scoring.likelihood import PassScorer

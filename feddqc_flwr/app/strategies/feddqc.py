@@ -23,12 +23,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from feddqc_flwr.config import RunConfig
-from feddqc_flwr.model import arrays_are_finite, cast_arrays
+from feddqc_flwr.app.config import RunConfig
+from feddqc_flwr.app.strategies.update_similarity import cosine_matrix, flat_update
+from feddqc_flwr.llm.model import arrays_are_finite, cast_arrays
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
 from feddqc_flwr.selection.histogram_metrics import histogram_auroc, selection_at_threshold
 from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
-from feddqc_flwr.strategies.update_similarity import cosine_matrix, flat_update
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 

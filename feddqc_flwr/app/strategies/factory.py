@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 
-from feddqc_flwr.config import RunConfig
-from feddqc_flwr.strategies.metrics import aggregate_client_metrics
+from feddqc_flwr.app.config import RunConfig
+from feddqc_flwr.app.strategies.metrics import aggregate_client_metrics
 
 
 def build_base_strategy(cfg: RunConfig) -> FedAvg:

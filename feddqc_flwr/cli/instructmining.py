@@ -21,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import SCORE_DTYPES, TEMPLATES, RunConfig
+from feddqc_flwr.app.config import SCORE_DTYPES, TEMPLATES, RunConfig
+from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.results import saved_run_config
+from feddqc_flwr.cli.table import show_table
 from feddqc_flwr.data.client_data import load_client_data, split_source
 from feddqc_flwr.data.corruption import TYPES, corrupt_rows
 from feddqc_flwr.data.spec import DataSpec
-from feddqc_flwr.model import ModelSpec, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
-from feddqc_flwr.precision import resolve_score_dtype
-from feddqc_flwr.results import saved_run_config
+from feddqc_flwr.llm.model import ModelSpec, adapter_arrays, load_model_bundle, set_adapter_arrays
+from feddqc_flwr.llm.precision import resolve_score_dtype
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.instructmining.indicators import INDICATORS, compute_indicators
 from feddqc_flwr.scoring.instructmining.rule import Rule, fit_rule
@@ -93,7 +94,7 @@ def search_command(args: argparse.Namespace) -> dict[str, Any]:
     order = np.argsort(-np.nan_to_num(keep, nan=-np.inf), kind="stable")
     fresh = adapter_arrays(bundle.model)
     from feddqc_flwr.evaluation import heldout_loss  # heavy package, only needed here
-    from feddqc_flwr.training import LocalTrainConfig, train_adapter
+    from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
 
     def objective(n: int) -> float:
         set_adapter_arrays(bundle.model, fresh)

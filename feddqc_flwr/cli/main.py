@@ -6,14 +6,14 @@ import argparse
 import logging
 import sys
 
-from feddqc_flwr.cli_bench import add_bench_commands
-from feddqc_flwr.cli_data import add_data_commands
-from feddqc_flwr.cli_eval import add_eval_command
-from feddqc_flwr.cli_experiment import add_experiment_command
-from feddqc_flwr.cli_instructmining import add_instructmining_commands
-from feddqc_flwr.cli_report import add_report_command
-from feddqc_flwr.cli_score import add_score_command
-from feddqc_flwr.model import BUNDLED_MODELS, resolve_model_path
+from feddqc_flwr.cli.bench import add_bench_commands
+from feddqc_flwr.cli.data import add_data_commands
+from feddqc_flwr.cli.eval import add_eval_command
+from feddqc_flwr.cli.experiment import add_experiment_command
+from feddqc_flwr.cli.instructmining import add_instructmining_commands
+from feddqc_flwr.cli.report import add_report_command
+from feddqc_flwr.cli.score import add_score_command
+from feddqc_flwr.llm.model import BUNDLED_MODELS, resolve_model_path
 
 
 def _prepare(args: argparse.Namespace) -> None:

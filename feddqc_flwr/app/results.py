@@ -32,8 +32,8 @@ from flwr.app import ArrayRecord
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from feddqc_flwr.config import ConfigError, RunConfig, parse_run_config
-from feddqc_flwr.run_defaults import default_run_config
+from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
+from feddqc_flwr.app.run_defaults import default_run_config
 
 CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
 # Keys that fix the round schedule and the adapter's meaning: a resumed run must use the same.

@@ -13,11 +13,10 @@ import logging
 
 import torch
 
-from feddqc_flwr.config import SCORE_DTYPES
-
 log = logging.getLogger("flwr").getChild(__name__)
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SCORE_DTYPES = ("auto", *TORCH_DTYPES)  # = app.config.SCORE_DTYPES (a test checks)
 
 
 def native_bf16(device: torch.device) -> bool:

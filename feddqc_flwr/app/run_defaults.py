@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_run_config(project: Path = PROJECT_ROOT) -> dict[str, Any]:
@@ -24,5 +24,5 @@ def default_run_config(project: Path = PROJECT_ROOT) -> dict[str, Any]:
 
 def paper_preset() -> dict[str, Any]:
     """The FedDQC paper's settings (feddqc_flwr/presets/paper.toml) over the embedded defaults."""
-    preset = Path(__file__).parent / "presets" / "paper.toml"
+    preset = Path(__file__).resolve().parents[1] / "presets" / "paper.toml"
     return {**default_run_config(), **tomllib.loads(preset.read_text())}

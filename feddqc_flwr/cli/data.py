@@ -16,7 +16,7 @@ from typing import Any
 
 from datasets import concatenate_datasets
 
-from feddqc_flwr.cli_table import show_table
+from feddqc_flwr.cli.table import show_table
 from feddqc_flwr.data.client_data import load_client_data, split_source
 from feddqc_flwr.data.corruption import TYPES, bad_type_counts, corrupt_dataset
 from feddqc_flwr.data.partition import SCHEMES

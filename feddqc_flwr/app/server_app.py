@@ -11,18 +11,19 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from feddqc_flwr.config import ConfigError, RunConfig, parse_run_config
+from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
+from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.results import RunRecorder, checkpoint_state, load_checkpoint, output_root, round_record
+from feddqc_flwr.app.strategies.factory import build_base_strategy
+from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
+from feddqc_flwr.app.strategies.hierarchy_report import format_hierarchy_report, hierarchy_report
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.evaluation import evaluate_rows
 from feddqc_flwr.evaluation.choices import closed_answer_set
-from feddqc_flwr.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays, spec_from_config
-from feddqc_flwr.openai_endpoint import ChatEndpoint
-from feddqc_flwr.results import RunRecorder, checkpoint_state, load_checkpoint, output_root, round_record
+from feddqc_flwr.llm.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays
+from feddqc_flwr.llm.openai_endpoint import ChatEndpoint
 from feddqc_flwr.scoring.registry import NEEDS_REFERENCE
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
-from feddqc_flwr.strategies.factory import build_base_strategy
-from feddqc_flwr.strategies.feddqc import FedDQCStrategy
-from feddqc_flwr.strategies.hierarchy_report import format_hierarchy_report, hierarchy_report
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ServerApp()

@@ -18,7 +18,7 @@ import numpy as np
 from datasets import Dataset
 
 from feddqc_flwr.evaluation.loss import response_nll
-from feddqc_flwr.model import ModelBundle
+from feddqc_flwr.llm.model import ModelBundle
 
 
 def response_probabilities(bundle: ModelBundle, rows: Dataset, *, template: str, max_length: int,

@@ -16,11 +16,12 @@ from typing import Any
 from flwr.app import ArrayRecord
 from safetensors.torch import load_file
 
-from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import EVAL_METRICS
-from feddqc_flwr.model import load_model_bundle, set_adapter_arrays, spec_from_config
-from feddqc_flwr.results import saved_run_config
-from feddqc_flwr.server_app import evaluate_splits, server_eval_sets
+from feddqc_flwr.app.config import EVAL_METRICS
+from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.results import saved_run_config
+from feddqc_flwr.app.server_app import evaluate_splits, server_eval_sets
+from feddqc_flwr.cli.table import show_table
+from feddqc_flwr.llm.model import load_model_bundle, set_adapter_arrays
 
 
 def locate(target: Path, adapter: str) -> tuple[Path, Path]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from feddqc_flwr.cli_table import show_table
+from feddqc_flwr.app.run_defaults import PROJECT_ROOT
+from feddqc_flwr.cli.table import show_table
 from feddqc_flwr.experiment.grid import run_grid
-from feddqc_flwr.experiment.results_file import best_rows, write_results
+from feddqc_flwr.experiment.results_file import RESULTS_JSON, write_results
 from feddqc_flwr.experiment.runner import FlowerRunner
 from feddqc_flwr.experiment.spec import load_spec
 from feddqc_flwr.experiment.summary import best_per_arm
-from feddqc_flwr.run_defaults import PROJECT_ROOT
+from feddqc_flwr.report.experiment_tables import best_rows, write_results_md
 
 
 def _experiment(args: argparse.Namespace) -> None:
@@ -22,7 +23,9 @@ def _experiment(args: argparse.Namespace) -> None:
                           timeout=args.cell_timeout)
     records = run_grid(spec, out, runner, run=not args.summarize_only)
     best = best_per_arm(spec, records)
-    path = write_results(spec, records, best, out, args.command_line, runner.app_dir)
+    payload = write_results(spec, records, best, out, args.command_line, runner.app_dir)
+    write_results_md(spec, records, best, payload, out)
+    path = out / RESULTS_JSON
     header, rows = best_rows(spec, best)
     show_table(f"{spec.name}: best per arm", header, rows)
     failed = [r["cell"] for r in records if r["status"] != "done"]

@@ -22,8 +22,7 @@ from flwr.app import Array, ArrayRecord
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from feddqc_flwr.config import RunConfig
-from feddqc_flwr.precision import TORCH_DTYPES, native_bf16
+from feddqc_flwr.llm.precision import TORCH_DTYPES, native_bf16
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
@@ -213,14 +212,3 @@ def set_adapter_arrays(model: PeftModel, arrays: ArrayRecord) -> None:
 def arrays_are_finite(arrays: ArrayRecord) -> bool:
     """False if any weight is NaN or inf (such an update must not reach the aggregate)."""
     return all(np.isfinite(a.numpy()).all() for a in arrays.values())
-
-
-def spec_from_config(cfg: RunConfig) -> ModelSpec:
-    """The model part of the run config (same on server and clients, so adapters match)."""
-    targets = cfg.target_modules
-    return ModelSpec(
-        name=cfg.model, quantization=cfg.quantization, dtype=cfg.dtype, lora_r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=targets if isinstance(targets, str) else tuple(targets),
-        gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed,
-    )

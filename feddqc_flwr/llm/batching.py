@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from feddqc_flwr.prompts import IGNORE_INDEX
+from feddqc_flwr.llm.prompts import IGNORE_INDEX
 
 
 def pad_sequences(sequences: Sequence[tuple[Sequence[int], Sequence[int]]],

@@ -24,30 +24,30 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from feddqc_flwr.client_progress import ClientProgress
-from feddqc_flwr.config import RunConfig, parse_run_config
+from feddqc_flwr.app.client_progress import ClientProgress
+from feddqc_flwr.app.config import RunConfig, parse_run_config
+from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.results import client_local_dir
+from feddqc_flwr.app.strategies.feddqc import REFERENCE_KEY
 from feddqc_flwr.data.client_data import load_client_data
 from feddqc_flwr.data.corruption import BASE_TYPES
 from feddqc_flwr.data.spec import ClientData
 from feddqc_flwr.evaluation import heldout_loss
-from feddqc_flwr.model import (
+from feddqc_flwr.llm.model import (
     ModelBundle,
     adapter_arrays,
     arrays_are_finite,
     load_model_bundle,
     set_adapter_arrays,
-    spec_from_config,
 )
-from feddqc_flwr.precision import resolve_score_dtype
-from feddqc_flwr.results import client_local_dir
+from feddqc_flwr.llm.precision import resolve_score_dtype
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.registry import get_scorer
 from feddqc_flwr.selection.hierarchy import select_stage
 from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_quality
 from feddqc_flwr.selection.threshold import local_histogram
-from feddqc_flwr.strategies.feddqc import REFERENCE_KEY
-from feddqc_flwr.training import LocalTrainConfig, train_adapter
-from feddqc_flwr.training_dynamics import append_round, response_probabilities
+from feddqc_flwr.training.dynamics import append_round, response_probabilities
+from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ClientApp()

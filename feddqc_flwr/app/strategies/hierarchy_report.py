@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from feddqc_flwr.strategies.feddqc import RoundLog
+from feddqc_flwr.app.strategies.feddqc import RoundLog
 
 
 def _share(part: float, whole: float) -> float | None:

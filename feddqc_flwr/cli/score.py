@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from feddqc_flwr.cli_table import show_table
-from feddqc_flwr.config import SCORE_DTYPES, TEMPLATES
+from feddqc_flwr.app.config import SCORE_DTYPES, TEMPLATES
+from feddqc_flwr.cli.table import show_table
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.corruption import TYPES, corrupt_rows
 from feddqc_flwr.data.spec import DataSpec
-from feddqc_flwr.model import ModelSpec, load_model_bundle
-from feddqc_flwr.precision import resolve_score_dtype
+from feddqc_flwr.llm.model import ModelSpec, load_model_bundle
+from feddqc_flwr.llm.precision import resolve_score_dtype
 from feddqc_flwr.scoring.base import ScoringContext
 from feddqc_flwr.scoring.registry import DEFAULT_SCORER, SCORERS, get_scorer
 from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_quality

@@ -1,0 +1,1 @@
+"""The Flower app: ClientApp, ServerApp, strategies, the run config and where results land."""

@@ -1,0 +1,47 @@
+"""results.md of an experiment: the best-per-arm table and every cell, from results.json's payload."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from feddqc_flwr.experiment.results_file import RESULTS_MD
+from feddqc_flwr.experiment.spec import ExperimentSpec
+from feddqc_flwr.experiment.summary import ArmResult
+from feddqc_flwr.report.document import Document
+
+
+def best_rows(spec: ExperimentSpec, best: Sequence[ArmResult]) -> tuple[list[str], list[list[Any]]]:
+    """The arm comparison table: best params (on validation) and test metrics over seeds."""
+    header = ["arm", "best params (on validation)", spec.select_metric, *spec.report_metrics]
+    rows = [[b.arm, ", ".join(f"{k}={v}" for k, v in b.params.items()) or "default", str(b.select),
+             *(str(b.report[m]) for m in spec.report_metrics)] for b in best]
+    return header, rows
+
+
+def cell_rows(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Every cell with its selection and report metrics."""
+    header = ["arm", "params", "seed", "status", spec.select_metric, *spec.report_metrics]
+    rows = [[r["arm"], ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "default", r["seed"], r["status"],
+             *(r.get("metrics", {}).get(m, math.nan) for m in (spec.select_metric, *spec.report_metrics))]
+            for r in records]
+    return header, rows
+
+
+def write_results_md(spec: ExperimentSpec, records: Sequence[dict[str, Any]], best: Sequence[ArmResult],
+                     payload: dict[str, Any], out: Path) -> Path:
+    """Write results.md (the two tables) next to results.json; return its path."""
+    doc = Document(f"Experiment {spec.name}")
+    doc.text(f"Command: `{payload['command']}`  \nApp commit (cells): `{payload['app_git_commit']}`, "
+             f"harness commit: `{payload['git_commit']}`")
+    doc.heading("Best per arm")
+    doc.text(f"Hyperparameters chosen by mean `{spec.select_metric}` over seeds; test metrics as "
+             "mean ± sample std over seeds.")
+    doc.table(*best_rows(spec, best))
+    doc.heading("All cells")
+    doc.table(*cell_rows(spec, records))
+    path = out / RESULTS_MD
+    path.write_text(doc.markdown())
+    return path

@@ -1,0 +1,1 @@
+"""Local training of the LoRA adapter and the per-sample training dynamics (data map)."""
