@@ -102,6 +102,7 @@ class RunConfig:
     judge_url: str
     judge_model: str
     seed: int
+    split_seed: int
     data_map: bool
     output_dir: str
     resume_from: str
@@ -123,6 +124,7 @@ class RunConfig:
             valid_fraction=self.valid_fraction,
             test_fraction=self.test_fraction,
             seed=self.seed,
+            split_seed=None if self.split_seed < 0 else self.split_seed,
         )
 
     @property
@@ -192,6 +194,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
 
 def _validate(cfg: RunConfig) -> None:
     _choice("method", cfg.method, METHODS)
+    if cfg.split_seed < -1:
+        raise ConfigError(f"run config 'split-seed' = {cfg.split_seed}: must be >= 0, or -1 to follow 'seed'")
     _choice("scorer", cfg.scorer, SCORERS)
     _choice("order", cfg.order, ORDERS)
     _choice("threshold-mode", cfg.threshold_mode, THRESHOLD_MODES)

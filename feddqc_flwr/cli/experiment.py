@@ -12,7 +12,7 @@ from feddqc_flwr.experiment.results_file import RESULTS_JSON, write_results
 from feddqc_flwr.experiment.runner import FlowerRunner
 from feddqc_flwr.experiment.spec import load_spec
 from feddqc_flwr.experiment.summary import best_per_arm
-from feddqc_flwr.report.experiment_tables import best_rows, write_results_md
+from feddqc_flwr.report.experiment_tables import best_rows, paired_rows, write_results_md
 
 
 def _experiment(args: argparse.Namespace) -> None:
@@ -28,6 +28,9 @@ def _experiment(args: argparse.Namespace) -> None:
     path = out / RESULTS_JSON
     header, rows = best_rows(spec, best)
     show_table(f"{spec.name}: best per arm", header, rows)
+    if payload["paired"]:
+        show_table(f"{spec.name}: paired difference to {spec.reference_arm} ({payload['paired_ci_method']})",
+                   *paired_rows(payload))
     failed = [r["cell"] for r in records if r["status"] != "done"]
     print(f"results: {path}" + (f"\nnot finished ({len(failed)}): {', '.join(failed)} (rerun to retry)"
                                 if failed else ""))

@@ -4,7 +4,9 @@ source -> clean -> drop over-long responses -> seeded shuffle + cap -> global cl
 -> partition the rest -> per client: clean validation split + corrupted train split.
 
 Every step is seeded by the spec, so each virtual client (and the server) rebuilds exactly the
-same split in its own process. Loading and splitting are cached per process: in Flower
+same split in its own process. The split, the partitions and the validation rows follow
+`spec.data_seed` (the run's `split-seed`) and only the corruption follows `spec.seed`, so runs
+with different training seeds are evaluated on the same rows and can be compared pairwise. Loading and splitting are cached per process: in Flower
 simulation several virtual clients share one worker process.
 """
 
@@ -87,7 +89,7 @@ def _split_source(source: str, field_map: str, max_response_words: int, max_samp
 def split_source(spec: DataSpec) -> SplitSource:
     """Training pool, global test split and skip counts for a spec (cached per process)."""
     return _split_source(spec.source, spec.field_map, spec.max_response_words, spec.max_samples,
-                         spec.test_fraction, spec.seed)
+                         spec.test_fraction, spec.data_seed)
 
 
 @lru_cache(maxsize=4)
@@ -100,7 +102,7 @@ def _partition_key(spec: DataSpec) -> DataSpec:
     return DataSpec(source=spec.source, field_map=spec.field_map, partitioner=spec.partitioner,
                     partition_by=spec.partition_by, dirichlet_alpha=spec.dirichlet_alpha,
                     max_samples=spec.max_samples, max_response_words=spec.max_response_words,
-                    test_fraction=spec.test_fraction, seed=spec.seed)
+                    test_fraction=spec.test_fraction, split_seed=spec.data_seed)
 
 
 def load_eval_data(spec: DataSpec) -> Dataset:
@@ -119,12 +121,11 @@ def load_client_data(spec: DataSpec, partition_id: int, num_partitions: int) -> 
     ratio = client_corrupt_ratios(spec, num_partitions)[partition_id]  # config errors first
     source = split_source(spec)
     part = load_partition(_partitioner(_partition_key(spec), num_partitions), partition_id)
-    seed = spec.seed + partition_id
-    part = part.select(np.random.default_rng(seed).permutation(len(part)).tolist())
+    part = part.select(np.random.default_rng(spec.data_seed + partition_id).permutation(len(part)).tolist())
     n_valid = min(_fraction_count(len(part), spec.valid_fraction), len(part) - 1)
     valid = part.select(range(n_valid))
     train_rows = part.select(range(n_valid, len(part))).to_list()
-    rows, fallbacks = corrupt_rows(train_rows, ratio, spec.corrupt_type, seed)
+    rows, fallbacks = corrupt_rows(train_rows, ratio, spec.corrupt_type, spec.seed + partition_id)
     if fallbacks:
         logger.info("client %d: corruption fallbacks to noisy: %s", partition_id, dict(fallbacks))
     return ClientData(train=to_dataset(rows), valid=valid, skipped=dict(source.skipped))

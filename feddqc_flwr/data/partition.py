@@ -57,7 +57,7 @@ def _natural(ds: Dataset, column: str, num_partitions: int) -> NaturalIdPartitio
 
 
 def build_partitioner(ds: Dataset, spec: DataSpec, num_partitions: int) -> Partitioner:
-    """A flwr-datasets partitioner over `ds` for the spec's scheme, seeded by spec.seed."""
+    """A flwr-datasets partitioner over `ds` for the spec's scheme, seeded by spec.data_seed."""
     if num_partitions < 1:
         raise PartitionError(f"num-partitions = {num_partitions}: must be >= 1")
     if spec.partitioner not in SCHEMES:
@@ -82,7 +82,7 @@ def build_partitioner(ds: Dataset, spec: DataSpec, num_partitions: int) -> Parti
         partitioner = DirichletPartitioner(
             num_partitions=num_partitions, partition_by=spec.partition_by, alpha=spec.dirichlet_alpha,
             min_partition_size=_min_partition_size(len(ds), num_partitions), self_balancing=False,
-            shuffle=True, seed=spec.seed)
+            shuffle=True, seed=spec.data_seed)
     partitioner.dataset = ds
     return partitioner
 

