@@ -30,11 +30,12 @@ def _run_identity():
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
 
 
-def _client(tiny_model_dir: Path, filtered_rows: str):
+def _client(tiny_model_dir: Path, filtered_rows: str, aggregation_weight: str = "dataset"):
     raw = default_run_config()
     raw.update({"model": str(tiny_model_dir), "dataset": "demo", "local-steps": 1, "batch-size": 2,
                 "max-length": 96, "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
-                "hierarchies": K, "num-server-rounds": K, "filtered-rows": filtered_rows})
+                "hierarchies": K, "num-server-rounds": K, "filtered-rows": filtered_rows,
+                "aggregation-weight": aggregation_weight})
     cfg = parse_run_config(raw)
     context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 2},
                       state=RecordDict(), run_config=raw)
@@ -117,6 +118,17 @@ def test_client_not_sampled_in_a_stage_keeps_every_row_for_the_next(tiny_model_d
     assert sorted(before3.scored_ids) == sorted(set(range(n_rows)) - set(after.stage_train))
     kept3 = [i for i, s in zip(before3.scored_ids, before3.scores, strict=True) if s >= lam]
     assert sorted(after3.stage_train) == sorted(kept3)  # the last stage trains all it keeps
+
+
+@pytest.mark.parametrize("weight", ["dataset", "stage"])
+def test_train_reply_weight_is_the_configured_row_count(tiny_model_dir: Path, weight: str) -> None:
+    """`num-examples` (Flower's aggregation weight) is all training rows, or the stage's rows."""
+    context, arrays, n_rows = _client(tiny_model_dir, "rescore", weight)
+    lam = float(np.median(_score(context, arrays, 1).score_array()))
+    _, after, metrics = _stage(context, arrays, 1, lam)
+    assert 0 < len(after.stage_train) < n_rows
+    assert metrics["num-examples"] == (n_rows if weight == "dataset" else len(after.stage_train))
+    assert metrics["train-prox"] == 0.0 and math.isfinite(metrics["train-loss"])  # no proximal-mu sent
 
 
 def test_histogram_of_stale_scores_is_refused(tiny_model_dir: Path) -> None:

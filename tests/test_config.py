@@ -17,6 +17,7 @@ def test_embedded_default_is_valid_and_small() -> None:
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("strategy", "scaffold", "'strategy' = 'scaffold': allowed values are fedavg, fedavgm, fedprox"),
+    ("aggregation-weight", "rows", "'aggregation-weight' = 'rows': allowed values are dataset, stage"),
     ("quantization", "2bit", "allowed values are none, 8bit, 4bit"),
     ("transport-dtype", "bfloat16", "'transport-dtype' = 'bfloat16': allowed values are float32, float16"),
     ("threshold-mode", "top-k", "allowed values are lambda, retention"),

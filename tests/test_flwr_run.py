@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from feddqc_flwr.cli.main import main
+from feddqc_flwr.data.builtin import DEMO_PATH
 from feddqc_flwr.report.build import write_report
 from feddqc_flwr.report.plots import RUN_PLOTS
 from feddqc_flwr.report.run_data import load_run
@@ -21,15 +23,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _flwr_run(tmp_path: Path, flwr_env: dict, tiny_model_dir: Path, *extra: str) -> tuple[Path, str]:
-    """One `flwr run` of the app on the demo rows with the tiny model; returns (run dir, log)."""
+    """One `flwr run` of the app on the demo rows with the tiny model; returns (run dir, log).
+
+    `extra` lines ("key = value") add keys or replace the defaults below.
+    """
     out = tmp_path / "outputs"
     overrides = tmp_path / "run.toml"
-    overrides.write_text("\n".join([
+    defaults = [
         f'model = "{tiny_model_dir}"', 'dataset = "demo"', "num-server-rounds = 3", "hierarchies = 2",
         "local-steps = 1", "batch-size = 2", "max-length = 96", "max-samples = 0",
         "max-response-words = 0", "eval-samples = 4", "lora-r = 4", "lora-alpha = 8",
-        "retention = 0.6", "lr-max = 0.05", "fraction-evaluate = 1.0", f'output-dir = "{out}"', *extra,
-    ]) + "\n")
+        "retention = 0.6", "lr-max = 0.05", "fraction-evaluate = 1.0", f'output-dir = "{out}"',
+    ]
+    replaced = {line.split("=", 1)[0].strip() for line in extra}
+    overrides.write_text("\n".join([*(d for d in defaults if d.split("=", 1)[0].strip() not in replaced),
+                                    *extra]) + "\n")
     flwr = shutil.which("flwr", path=flwr_env["PATH"])
     proc = subprocess.run(
         [flwr, "run", str(REPO), "--stream", "--run-config", str(overrides),
@@ -42,21 +50,74 @@ def _flwr_run(tmp_path: Path, flwr_env: dict, tiny_model_dir: Path, *extra: str)
     return runs[0], log
 
 
-def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model_dir: Path, flwr_env) -> None:
-    run, log = _flwr_run(tmp_path, flwr_env, tiny_model_dir, "data-map = true")
+def _demo_response_tokens(tokenizer) -> list[int]:
+    """Every token of a clean demo response, tokenized as training and scoring do, and EOS."""
+    rows = [json.loads(line) for line in DEMO_PATH.read_text().splitlines() if line.strip()]
+    ids = {t for row in rows for t in tokenizer(row["response"], add_special_tokens=False).input_ids}
+    return sorted(ids | {tokenizer.eos_token_id})
+
+
+@pytest.fixture(scope="module")
+def known_vocab_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama rewired so that what it scores and learns is known by construction.
+
+    Embeddings carry 10 in dimension 0 and 0 in dimension 1; v_proj and down_proj are zero,
+    so the residual stream is the embedding and the normed final state is ~sqrt(32)·e0 for every
+    input. The LM head reads dimension 0 with weight 4 for the K tokens of clean demo responses
+    (and EOS), 0 for all others: each of those tokens has NLL log K (to 1e-6), any other token
+    ~22 nats more, so a response with noisy corruption's junk scores far below every clean one.
+    Dimension 1 feeds only EOS and "." (weight 3), and o_proj is the identity: the v_proj adapter
+    can raise them (both end most demo responses), which lowers the clean loss: learnable.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 10.0
+        model.model.embed_tokens.weight[:, 1] = 0.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[_demo_response_tokens(tokenizer), 0] = 4.0
+        model.lm_head.weight[[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(".")], 1] = 3.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.copy_(torch.eye(32))
+            layer.self_attn.v_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    out = tmp_path_factory.mktemp("known-vocab-llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, known_vocab_model_dir: Path,
+                                                      flwr_env) -> None:
+    model_dir = known_vocab_model_dir  # loss scorer + noisy rows: selection is right by construction
+    run, log = _flwr_run(tmp_path, flwr_env, model_dir, "data-map = true", 'corrupt-type = "noisy"',
+                         'dtype = "float32"')  # the bounds below are worked out in float32
 
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["server_round"] for x in lines] == [0, 1, 2, 3]
     assert [x["hierarchy"] for x in lines[1:]] == [1, 1, 2]
     assert [x["rescore"] for x in lines[1:]] == [True, False, True]
-    assert all(x["server_eval"]["test-loss"] > 0 and x["server_eval"]["valid-loss"] > 0 for x in lines)
+    # The untrained model gives every clean response token NLL log K; training lowers it (learnable).
+    known = len(_demo_response_tokens(AutoTokenizer.from_pretrained(model_dir)))
+    assert lines[0]["server_eval"]["test-loss"] == pytest.approx(math.log(known), abs=1e-3)
+    assert lines[0]["server_eval"]["valid-loss"] == pytest.approx(math.log(known), abs=1e-3)
+    assert all(math.isfinite(x["server_eval"]["test-loss"]) for x in lines)
+    assert lines[-1]["server_eval"]["test-loss"] < lines[0]["server_eval"]["test-loss"] - 0.1
     first = lines[1]
     assert first["threshold"] is not None and first["scoring"]["clients"] == 2
     assert first["train"]["pool"] >= first["train"]["kept"] >= first["train"]["stage-train"] > 0
-    assert first["evaluate"]["eval-loss"] > 0 and len(first["clients"]) == 2
-    # The demo rows are half corrupted: selection quality is measured per client and globally.
-    assert 0.0 <= first["train"]["auroc"] <= 1.0 and 0.0 <= first["scoring"]["auroc"] <= 1.0
-    assert all(0.0 <= c["kept-clean-fraction"] <= 1.0 for c in first["clients"])
+    assert len(first["clients"]) == 2
+    # clients' clean validation rows: below log K once the global adapter has trained
+    assert all(x["evaluate"]["eval-loss"] < math.log(known) for x in lines[1:])
+    assert lines[-1]["evaluate"]["eval-loss"] < math.log(known) - 0.1
+    # Half the demo rows carry junk tokens the model gives ~22 nats more: the loss scorer must find them.
+    assert first["train"]["auroc"] > 0.9 and first["scoring"]["auroc"] > 0.9
+    assert all(c["kept-clean-fraction"] > 0.5 for c in first["clients"])
     # Algorithm 1: stage 2 re-scores everything stage 1 did not train on, rows under lambda included.
     assert lines[3]["train"]["pool"] == first["train"]["pool"] - first["train"]["stage-train"]
     assert lines[3]["train"]["pool"] > first["train"]["kept"] - first["train"]["stage-train"]
@@ -71,11 +132,14 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
     assert hierarchies[0]["trained"] == sum(c["stage-train"] for c in first["clients"])
     assert hierarchies[0]["trained_corrupted_share"] == pytest.approx(
         sum(c["stage-bad"] for c in first["clients"]) / hierarchies[0]["trained"])
+    # retention 0.6 keeps every clean row (half the pool) and a few corrupted ones; stage 1 trains
+    # the top half of what each client kept: clean rows only
+    assert hierarchies[0]["scored_corrupted_share"] > 0.3 and hierarchies[0]["trained_corrupted_share"] == 0.0
     assert hierarchies[1]["scored"] == lines[3]["train"]["pool"]
     assert "corrupted in trained" in log
     for name in ("hierarchy-1", "hierarchy-2", "final"):
         assert (run / "adapters" / name / "adapter_config.json").is_file()
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
     model = PeftModel.from_pretrained(base, run / "adapters" / "final")
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and any(torch.count_nonzero(p) > 0 for p in lora_b)  # training moved the adapter
@@ -104,11 +168,16 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, tiny_model
 
 def test_flwr_run_with_the_ds2_selector_reports_its_curation(tmp_path: Path, tiny_model_dir: Path,
                                                               flwr_env) -> None:
-    """DS2 plugs into the federated app: clients rate, curate and select; the report shows it."""
-    run, _ = _flwr_run(tmp_path, flwr_env, tiny_model_dir, 'scorer = "ds2"')
+    """DS2 plugs into the federated app: clients rate, curate and select; the report shows it.
+    With eval-samples = 0 the server evaluates nothing and holds only the adapter (no base weights)."""
+    run, log = _flwr_run(tmp_path, flwr_env, tiny_model_dir, 'scorer = "ds2"', "eval-samples = 0")
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "it loads no base weights" in log and all(x["server_eval"] == {} for x in lines)
+    saved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "adapters" / "final")
+    assert any(torch.count_nonzero(p) > 0 for n, p in saved.named_parameters() if "lora_B" in n)  # trained, stored
     first = lines[1]
-    assert first["scoring"]["clients"] == 2 and 0.0 <= first["scoring"]["auroc"] <= 1.0
+    assert first["scoring"]["clients"] == 2  # a random tiny rater: no AUROC to expect, but every rating binned
+    assert sum(first["histogram"]["counts"]) == first["scoring"]["scored"] > 0
     local = run.parent / "client-local"
     reports = sorted(local.rglob("ds2-partition-*-stage-1.json"))
     assert len(reports) == 2

@@ -145,3 +145,105 @@ def test_fp16_aggregate_is_fp32_math_on_the_rounded_replies(strategy_name: str) 
     if strategy_name == "fedadam":  # FedOpt's reference point and moments stay fp32
         assert all(v.dtype == np.float32 for v in strategy.base.current_arrays.values())
         assert all(v.dtype == np.float32 for v in strategy.base.m_t.values())
+
+
+# --- every strategy the `strategy` key offers, built by the factory from a parsed run config ---
+
+# Client offsets from the round's global adapter, per round: (offset per key, num-examples). All values
+# are exact in float32, so what the clients send is exactly global + offset.
+ROUND_1 = [({"layer.lora_A.weight": np.array([[1.0, -0.5], [0.25, 2.0]]),
+             "layer.lora_B.weight": np.array([[0.5, 0.5], [-1.0, 0.125]])}, 3),
+           ({"layer.lora_A.weight": np.array([[-1.0, 0.5], [0.75, -2.0]]),
+             "layer.lora_B.weight": np.array([[1.5, -0.5], [1.0, 0.375]])}, 1)]
+ROUND_2 = [({"layer.lora_A.weight": np.array([[0.5, 0.0625], [-0.25, 1.0]]),
+             "layer.lora_B.weight": np.array([[-0.5, 0.0], [0.03125, 1.5]])}, 1),
+           ({"layer.lora_A.weight": np.array([[0.5, 0.0], [-0.25, 3.0]]),
+             "layer.lora_B.weight": np.array([[-0.5, 0.25], [0.03125, -0.5]])}, 1)]
+
+
+def _mean_offset(clients: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
+    """Delta of the example-weighted mean from the global adapter, by hand."""
+    total = sum(n for _, n in clients)
+    return {k: sum(n * d[k] for d, n in clients) / total for k in GLOBAL}
+
+
+def _run_rounds(cfg, rounds) -> tuple[list[dict[str, np.ndarray]], list[Message]]:
+    """Configure and aggregate each round as the ServerApp does: round t+1 starts from round t's result."""
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg)
+    history = [{k: v.copy() for k, v in GLOBAL.items()}]
+    sent: list[Message] = []
+    for server_round, clients in enumerate(rounds, start=1):
+        current = history[-1]
+        record = ArrayRecord({k: Array(v) for k, v in current.items()})
+        sent = list(strategy.configure_train(server_round, record, ConfigRecord(), OfflineGrid([11, 12])))
+        replies = [_reply(11 + i, {k: (current[k] + d[k]).astype(np.float32) for k in GLOBAL}, n)
+                   for i, (d, n) in enumerate(clients)]
+        arrays, _ = strategy.aggregate_train(server_round, replies)
+        history.append({k: a.numpy().astype(np.float64) for k, a in arrays.items()})
+    return history, sent
+
+
+def _assert_step(history: list[dict[str, np.ndarray]], t: int, expected: dict[str, np.ndarray]) -> None:
+    """The change of the global adapter in round t is `expected` (compared as the update, not the weights)."""
+    for k in GLOBAL:
+        np.testing.assert_allclose(history[t][k] - history[t - 1][k], expected[k], rtol=2e-5, atol=1e-7)
+
+
+def test_fedavgm_second_round_adds_momentum_times_the_first_update() -> None:
+    cfg = make_config(strategy="fedavgm", method="fedavg", min_train_nodes=2, server_learning_rate=0.5,
+                      server_momentum=0.9)
+    history, _ = _run_rounds(cfg, [ROUND_1, ROUND_2])
+    d1, d2 = _mean_offset(ROUND_1), _mean_offset(ROUND_2)
+    # Flower's FedAvgM (SGD with momentum on the pseudo-gradient x - mean): v1 = -d1, v2 = 0.9·v1 - d2,
+    # x_t = x_{t-1} - lr·v_t.
+    _assert_step(history, 1, {k: 0.5 * d1[k] for k in GLOBAL})
+    _assert_step(history, 2, {k: 0.5 * (0.9 * d1[k] + d2[k]) for k in GLOBAL})
+
+
+def test_fedprox_sends_mu_and_averages_like_fedavg() -> None:
+    cfg = make_config(strategy="fedprox", method="fedavg", min_train_nodes=2, proximal_mu=0.05)
+    history, sent = _run_rounds(cfg, [ROUND_1])
+    assert [m.content["config"]["proximal-mu"] for m in sent] == [0.05, 0.05]
+    _assert_step(history, 1, _mean_offset(ROUND_1))
+
+
+def test_fedadagrad_accumulates_squared_updates() -> None:
+    eta, tau = 0.3, 0.01
+    cfg = make_config(strategy="fedadagrad", method="fedavg", min_train_nodes=2, fedopt_eta=eta, fedopt_tau=tau)
+    history, _ = _run_rounds(cfg, [ROUND_1, ROUND_2])
+    d1, d2 = _mean_offset(ROUND_1), _mean_offset(ROUND_2)
+    # Reddi et al. 2021 with beta1 = 0 (Flower's FedAdagrad, as OpenFedLLM's): v_t = v_{t-1} + d_t², v_0 = 0.
+    _assert_step(history, 1, {k: eta * d1[k] / (np.abs(d1[k]) + tau) for k in GLOBAL})
+    _assert_step(history, 2, {k: eta * d2[k] / (np.sqrt(d1[k] ** 2 + d2[k] ** 2) + tau) for k in GLOBAL})
+
+
+def test_fedyogi_moves_v_by_the_sign_of_v_minus_the_squared_update() -> None:
+    eta, tau, b1, b2 = 0.3, 0.01, 0.9, 0.5
+    cfg = make_config(strategy="fedyogi", method="fedavg", min_train_nodes=2, fedopt_eta=eta, fedopt_tau=tau,
+                      fedopt_beta1=b1, fedopt_beta2=b2)
+    history, _ = _run_rounds(cfg, [ROUND_1, ROUND_2])
+    d1, d2 = _mean_offset(ROUND_1), _mean_offset(ROUND_2)
+    m1 = {k: (1 - b1) * d1[k] for k in GLOBAL}
+    v1 = {k: (1 - b2) * d1[k] ** 2 for k in GLOBAL}  # v_0 = 0: v_1 = 0 - (1-b2)·d1²·sign(0 - d1²)
+    m2 = {k: b1 * m1[k] + (1 - b1) * d2[k] for k in GLOBAL}
+    v2 = {k: v1[k] - (1 - b2) * d2[k] ** 2 * np.sign(v1[k] - d2[k] ** 2) for k in GLOBAL}
+    signs = np.concatenate([np.sign(v1[k] - d2[k] ** 2).ravel() for k in GLOBAL])
+    assert (signs > 0).any() and (signs < 0).any()  # the offsets exercise both branches of Yogi's v
+    _assert_step(history, 1, {k: eta * m1[k] / (np.sqrt(v1[k]) + tau) for k in GLOBAL})
+    _assert_step(history, 2, {k: eta * m2[k] / (np.sqrt(v2[k]) + tau) for k in GLOBAL})
+
+
+@pytest.mark.parametrize(("weight", "expected"), [("dataset", (30, 10)), ("stage", (5, 15))])
+def test_aggregation_weight_key_picks_dataset_or_stage_rows(weight: str, expected: tuple[int, int]) -> None:
+    """Client A has 30 training rows and trains 5 this stage; client B has 10 and trains 15."""
+    from feddqc_flwr.app.client_app import aggregation_weight
+
+    cfg = make_config(aggregation_weight=weight)
+    a, b = _client(1.0), _client(-0.5)
+    weights = [aggregation_weight(cfg.aggregation_weight, rows, stage) for rows, stage in ((30, 5), (10, 15))]
+    assert weights == list(expected)
+    assert aggregation_weight(cfg.aggregation_weight, 30, 0) == 0  # nothing trained: left out
+    out = _one_round("fedavg", [_reply(11, a, weights[0]), _reply(12, b, weights[1])])
+    wa, wb = expected
+    for k in GLOBAL:
+        np.testing.assert_allclose(out[k], (wa * a[k] + wb * b[k]) / (wa + wb), rtol=1e-6)

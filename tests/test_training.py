@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ ROWS = [{"instruction": f"Repeat the number {i}.", "input": "", "response": f"{i
 
 @pytest.fixture(scope="module")
 def bundle(tiny_model_dir: Path):
-    return load_model_bundle(ModelSpec(name=str(tiny_model_dir), lora_r=4, lora_alpha=8))
+    return load_model_bundle(ModelSpec(name=str(tiny_model_dir), lora_r=4, lora_alpha=8, dtype="float32"))
 
 
 def test_prompt_tokens_carry_no_loss(bundle) -> None:
@@ -112,3 +113,101 @@ def test_labelled_positions_loss_and_gradients_equal_full_logits(bundle, tmp_pat
     assert any(g.abs().sum() > 0 for g in expected_grads.values())
     for name, grad in expected_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-7)
+
+
+def _one_sgd_step(bundle, tmp_path: Path, grad_accum: int, mu: float, shift: float,
+                  lr: float) -> tuple[dict[str, torch.Tensor], ProximalTrainer]:
+    """One optimizer step of plain SGD over 4 rows, as 4 // grad_accum rows x grad_accum micro-batches.
+
+    FedProx's anchor sits `shift` below every LoRA entry, so (mu/2)·||w - w_g||² has gradient mu·shift.
+    Dropout is off so that the two runs compared see the same network.
+    """
+    from transformers import TrainingArguments
+
+    initial = adapter_arrays(bundle.model)
+    dataset = encode_for_training(ROWS[:4], bundle.tokenizer, "alpaca", 64)
+    lora = [p for p in bundle.model.parameters() if p.requires_grad]
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, max_steps=1,
+                             per_device_train_batch_size=4 // grad_accum, gradient_accumulation_steps=grad_accum,
+                             lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, seed=0,
+                             save_strategy="no", disable_tqdm=True, remove_unused_columns=False)
+    trainer = ProximalTrainer(model=bundle.model, args=args, train_dataset=dataset,
+                              data_collator=CompletionCollator(bundle.tokenizer.pad_token_id), proximal_mu=mu,
+                              optimizers=(torch.optim.SGD(lora, lr=lr), None))
+    trainer.anchor = {n: p.detach() - shift for n, p in trainer.anchor.items()}
+    dropouts = [m for m in bundle.model.modules() if isinstance(m, torch.nn.Dropout)]
+    rates = [m.p for m in dropouts]
+    for m in dropouts:
+        m.p = 0.0
+    try:
+        trainer.train()
+        after = {n: p.detach().clone() for n, p in bundle.model.named_parameters() if p.requires_grad}
+    finally:
+        for m, rate in zip(dropouts, rates, strict=True):
+            m.p = rate
+        set_adapter_arrays(bundle.model, initial)
+    return after, trainer
+
+
+def test_proximal_step_does_not_grow_with_grad_accum(bundle, tmp_path: Path) -> None:
+    """SGD moves each weight by -lr·mu·shift more with FedProx on, at any gradient accumulation."""
+    mu, shift, lr = 0.2, 0.5, 0.1
+    plain1, _ = _one_sgd_step(bundle, tmp_path, 1, 0.0, shift, lr)
+    for grad_accum in (1, 4):
+        prox, trainer = _one_sgd_step(bundle, tmp_path, grad_accum, mu, shift, lr)
+        plain, plain_trainer = _one_sgd_step(bundle, tmp_path, grad_accum, 0.0, shift, lr)
+        for name in prox:
+            torch.testing.assert_close(prox[name] - plain[name], torch.full_like(prox[name], -lr * mu * shift),
+                                       rtol=0, atol=1e-6)
+            # the data part is the same token-mean whether the 4 rows come as 1 batch or 4 micro-batches
+            torch.testing.assert_close(plain[name], plain1[name], rtol=1e-4, atol=1e-6)
+        numel = sum(p.numel() for p in trainer.anchor.values())
+        data_loss, penalty = trainer.mean_losses()
+        assert penalty == pytest.approx(0.5 * mu * shift**2 * numel, rel=1e-5)  # = 0.025·numel, per step
+        assert data_loss == pytest.approx(plain_trainer.mean_losses()[0], rel=1e-6)  # penalty left out
+        assert plain_trainer.mean_losses()[1] == 0.0
+
+
+def test_train_loss_leaves_out_the_proximal_term(bundle) -> None:
+    """Step 1 starts at the anchor (no penalty); step 2's penalty is (mu/2)·||w1 - w0||², reported apart."""
+    initial = adapter_arrays(bundle.model)
+    w0 = {n: p.detach().clone() for n, p in bundle.model.named_parameters() if p.requires_grad}
+
+    def run(steps: int, mu: float):
+        result = train_adapter(bundle.model, bundle.tokenizer, ROWS[:4], LocalTrainConfig(
+            steps=steps, batch_size=2, grad_accum=2, learning_rate=5e-2, max_length=64, template="alpaca",
+            proximal_mu=mu, seed=3))
+        weights = {n: p.detach().clone() for n, p in bundle.model.named_parameters() if p.requires_grad}
+        set_adapter_arrays(bundle.model, initial)
+        return result, weights
+
+    mu = 4.0
+    _, w1 = run(1, mu)  # the penalty's gradient is zero at the anchor: step 1 is FedAvg's step 1
+    with_prox, _ = run(2, mu)
+    without, _ = run(2, 0.0)
+    distance = sum(float(((w1[n] - w0[n]) ** 2).sum()) for n in w0)
+    assert distance > 0
+    assert with_prox.prox == pytest.approx((0.0 + 0.5 * mu * distance) / 2, rel=1e-4)
+    assert with_prox.loss == pytest.approx(without.loss, rel=1e-6)  # both losses are taken at w0, then w1
+    assert without.prox == 0.0
+
+
+def test_bf16_training_tracks_fp32_and_keeps_lora_and_loss_in_fp32(tiny_model_dir: Path) -> None:
+    """A bf16 base trains under mixed precision: finite per-step losses close to fp32's, fp32 LoRA weights."""
+    from feddqc_flwr.training.local_sft import training_dtype
+
+    rows = [{"instruction": f"Say the number {i}.", "input": "", "response": f"The number is {i}."} for i in range(8)]
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        bundle = load_model_bundle(ModelSpec(name=str(tiny_model_dir), lora_r=4, lora_alpha=8,
+                                             dtype=str(dtype).removeprefix("torch."), seed=1))
+        assert training_dtype(bundle.model) == dtype
+        results[dtype] = train_adapter(bundle.model, bundle.tokenizer, rows, LocalTrainConfig(
+            steps=4, batch_size=4, grad_accum=1, learning_rate=1e-3, max_length=64, template="alpaca",
+            proximal_mu=0.0, seed=0))
+        lora = [p for n, p in bundle.model.named_parameters() if "lora_" in n]
+        assert lora and all(p.dtype == torch.float32 for p in lora)
+    fp32, bf16 = results[torch.float32], results[torch.bfloat16]
+    assert len(bf16.step_losses) == 4 and all(math.isfinite(v) for v in bf16.step_losses)
+    assert bf16.loss == pytest.approx(fp32.loss, rel=0.02)
+    assert bf16.step_losses == pytest.approx(fp32.step_losses, rel=0.02)

@@ -2,8 +2,10 @@
 
 Message types:
 - `query.score`  (hierarchy start): load the global adapter, score the pool with the configured
-  scorer (IRA by default), keep the scores in `context.state`, reply count/min/max only.
+  scorer (IRA by default), keep the scores in `context.state` and the node-local progress file
+  (`app.client_progress`, read back after a SuperNode restart or a resume), reply count/min/max only.
 - `query.histogram`: reply bin counts of those scores on the server's shared edges.
+- `query.identity`: reply the node's partition id (only when clients are sampled, for seeding).
 - `train`: pick this hierarchy's subset (top of the sorted, filtered pool) if not done yet,
   train `local-steps`, reply adapter weights and scalar metrics. The pool is every row not
   trained yet (Algorithm 1), rows under lambda included unless `filtered-rows = "drop"`.
@@ -24,10 +26,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from feddqc_flwr.app.client_progress import ClientProgress
+from feddqc_flwr.app.client_progress import (
+    ClientProgress,
+    ProgressFile,
+    RunLineage,
+    load_progress,
+    progress_path,
+    rows_digest,
+    save_progress,
+)
 from feddqc_flwr.app.config import RunConfig, parse_run_config
 from feddqc_flwr.app.model_spec import spec_from_config
-from feddqc_flwr.app.results import client_local_dir
+from feddqc_flwr.app.results import client_local_dir, resolve_output_dir
 from feddqc_flwr.app.strategies.feddqc import REFERENCE_KEY
 from feddqc_flwr.data.client_data import load_client_data
 from feddqc_flwr.data.corruption import BASE_TYPES
@@ -84,6 +94,19 @@ def _setup(msg: Message, context: Context) -> ClientSetup:
     return ClientSetup(cfg, bundle, data, partition_id, time.perf_counter() - started)
 
 
+def _progress_file(context: Context, config: ConfigRecord, train: Dataset) -> ProgressFile | None:
+    """Where this client keeps its progress for the run the server names, or None (context.state only).
+
+    Keyed by the server's run key, not Flower's run id, so a resumed run (a new run id) finds it.
+    """
+    lineage = RunLineage.from_config(config)
+    if lineage is None:
+        return None
+    path = progress_path(resolve_output_dir(lineage.output_dir), lineage.key,
+                         int(context.node_config["partition-id"]), int(context.node_config["num-partitions"]))
+    return ProgressFile(path, lineage, int(context.run_id), int(config["server-round"]), rows_digest(train))
+
+
 def _reference_rows(context: Context) -> list[dict]:
     """Anchor/validation rows the server sent with the last score query (nuggets, datainf)."""
     if REFERENCE_KEY not in context.state.config_records:
@@ -123,13 +146,21 @@ def score(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     if REFERENCE_KEY in config:
         context.state.config_records[REFERENCE_KEY] = ConfigRecord({"rows": config[REFERENCE_KEY]})
-    progress = ClientProgress.load(context.state, len(setup.data.train))
+    store = _progress_file(context, config, setup.data.train)
+    progress = load_progress(context.state, len(setup.data.train), store)
     seconds = _score_pool(setup, progress, int(config["hierarchy"]), context)
-    progress.save(context.state)
+    save_progress(progress, context.state, store)
     finite = progress.score_array()[np.isfinite(progress.score_array())]
     metrics = {"count": int(finite.size), "seconds": seconds, "setup-seconds": setup.seconds,
                "min": float(finite.min()) if finite.size else 0.0,
                "max": float(finite.max()) if finite.size else 0.0}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query("identity")
+def identity(msg: Message, context: Context) -> Message:
+    """This node's partition id (a node-config number, no data), so seeded sampling names the same clients."""
+    metrics = {"partition-id": int(context.node_config["partition-id"])}
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
@@ -143,7 +174,7 @@ def histogram(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     edges = np.asarray(config["edges"], dtype=np.float64)
     data = _client_data(parse_run_config(context.run_config), context)
-    progress = ClientProgress.load(context.state, 0)
+    progress = load_progress(context.state, 0, _progress_file(context, config, data.train))
     if progress.scored_stage != int(config["hierarchy"]):
         reason = (f"partition {int(context.node_config['partition-id'])}: scores are from hierarchy "
                   f"{progress.scored_stage}, not {int(config['hierarchy'])}; not sending stale counts")
@@ -223,6 +254,18 @@ def _record_dynamics(setup: ClientSetup, context: Context, server_round: int) ->
     append_round(path, server_round, setup.partition_id, setup.data.train, probs)
 
 
+def aggregation_weight(mode: str, dataset_rows: int, stage_rows: int) -> int:
+    """`num-examples`, the reply's weight in Flower's aggregate (`aggregation-weight`).
+
+    `dataset`: the client's whole training set, as FedDQC's and OpenFedLLM's code weight by
+    `len(local_dataset)` fixed before selection; `stage`: the rows trained this round. Zero when
+    nothing was trained, so that the strategy leaves the unchanged adapter out.
+    """
+    if stage_rows == 0:
+        return 0
+    return dataset_rows if mode == "dataset" else stage_rows
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the global adapter on this hierarchy's subset and send the update back."""
@@ -234,20 +277,22 @@ def train(msg: Message, context: Context) -> Message:
     score_seconds = 0.0
     if cfg.method == "feddqc":
         stage, threshold = int(round_cfg["hierarchy"]), float(round_cfg["lambda"])
-        progress = ClientProgress.load(context.state, len(setup.data.train))
+        store = _progress_file(context, round_cfg, setup.data.train)
+        progress = load_progress(context.state, len(setup.data.train), store)
         if progress.selected_stage != stage:
             score_seconds = _select_for_stage(setup, progress, stage, threshold, context)
-            progress.save(context.state)
+            save_progress(progress, context.state, store)
         rows = setup.data.train.select(progress.stage_train)
         metrics = _quality_metrics(setup, progress, threshold)
     else:
         rows = setup.data.train
         metrics = _baseline_metrics(setup)
-    metrics.update({"score-seconds": score_seconds, "setup-seconds": setup.seconds, "num-examples": len(rows)})
+    metrics.update({"score-seconds": score_seconds, "setup-seconds": setup.seconds,
+                    "num-examples": aggregation_weight(cfg.aggregation_weight, len(setup.data.train), len(rows))})
     started = time.perf_counter()
     if len(rows) == 0:
         log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)
-        metrics.update({"train-loss": float("nan"), "train-seconds": 0.0})
+        metrics.update({"train-loss": float("nan"), "train-prox": float("nan"), "train-seconds": 0.0})
         return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics)}),
                        reply_to=msg)
     result = train_adapter(setup.bundle.model, setup.bundle.tokenizer, list(rows), LocalTrainConfig(
@@ -258,10 +303,12 @@ def train(msg: Message, context: Context) -> Message:
     ))
     arrays: ArrayRecord = adapter_arrays(setup.bundle.model, cfg.transport_dtype)
     if not result.finite or not arrays_are_finite(arrays):
-        reason = f"partition {setup.partition_id}: non-finite training loss {result.loss} in round {server_round}"
+        reason = (f"partition {setup.partition_id}: non-finite training loss {result.loss} "
+                  f"(proximal {result.prox}) in round {server_round}")
         log.error(reason)
         return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
-    metrics.update({"train-loss": result.loss, "train-seconds": time.perf_counter() - started})
+    metrics.update({"train-loss": result.loss, "train-prox": result.prox,
+                    "train-seconds": time.perf_counter() - started})
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

@@ -21,6 +21,8 @@ THRESHOLD_MODES = ("lambda", "retention")
 FILTERED_ROWS = ("rescore", "drop")  # Algorithm 1 re-scores rows under lambda at the next stage; drop = for good
 LAMBDA_SCORERS = ("ira", "ira-sum")  # scorers whose raw score is on an absolute scale ira-lambda can name
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
+# A reply's weight in the aggregate: the client's training rows (FedDQC/OpenFedLLM code) or its stage's rows
+AGGREGATION_WEIGHTS = ("dataset", "stage")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCORE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # = precision.resolve_score_dtype
@@ -77,6 +79,7 @@ class RunConfig:
     lora_dropout: float
     lora_target_modules: str
     strategy: str
+    aggregation_weight: str
     proximal_mu: float
     server_learning_rate: float
     server_momentum: float
@@ -201,6 +204,7 @@ def _validate(cfg: RunConfig) -> None:
     _choice("threshold-mode", cfg.threshold_mode, THRESHOLD_MODES)
     _choice("filtered-rows", cfg.filtered_rows, FILTERED_ROWS)
     _choice("strategy", cfg.strategy, STRATEGIES)
+    _choice("aggregation-weight", cfg.aggregation_weight, AGGREGATION_WEIGHTS)
     _choice("quantization", cfg.quantization, QUANTIZATIONS)
     _choice("dtype", cfg.dtype, DTYPES)
     _choice("score-dtype", cfg.score_dtype, SCORE_DTYPES)
@@ -247,14 +251,24 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: remove the surrounding spaces")
     if not cfg.target_modules:
         raise ConfigError("run config 'lora-target-modules' is empty: give module names or all-linear")
-    if cfg.quantization != "none":
-        import torch
 
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"run config 'quantization' = {cfg.quantization!r} needs a CUDA GPU and "
-                "bitsandbytes; use 'none' on CPU"
-            )
+
+def check_training_device(cfg: RunConfig) -> None:
+    """8/4-bit is for the nodes that train and score (ClientApps): they need CUDA + bitsandbytes.
+
+    Not part of `parse_run_config`, because the ServerApp parses the same config and runs
+    without a GPU: it then evaluates the base model unquantized (`app.model_spec`).
+    """
+    if cfg.quantization == "none":
+        return
+    import torch  # here, so that parsing a config does not import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"run config 'quantization' = {cfg.quantization!r}: this node trains and scores the model in "
+            f"{cfg.quantization} with bitsandbytes, which needs a CUDA GPU, and it has none. Give every "
+            "SuperNode (ClientApp) a GPU, or set quantization = 'none'. The ServerApp needs no GPU."
+        )
 
 
 def _validate_evaluation(cfg: RunConfig) -> None:

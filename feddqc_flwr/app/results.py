@@ -5,13 +5,16 @@ Layout of one run directory:
     metrics.jsonl         one JSON object per round (round 0 = before training)
     adapters/hierarchy-K  PEFT adapter at the end of each hierarchy (FedDQC)
     adapters/final        PEFT adapter after the last round
-    adapters/last         PEFT adapter after the last completed round, with state.json (round, lambda)
-                          and optimizer.npz (FedOpt moments): what `resume-from` continues from
+    adapters/last         PEFT adapter after the last completed round, with state.json (round, lambda,
+                          run config, the clients' progress lineage) and optimizer.npz (FedOpt moments,
+                          FedAvgM momentum): what `resume-from` continues from
     summary.json          final metrics, timings, paths
 
 Clients write node-local files (the data map's per-sample probabilities) under
 <output-dir>/client-local/run-<run id>/ on their own machine; config.json records the run id so
-`feddqc report` can find them when server and clients share a disk (simulation).
+`feddqc report` can find them when server and clients share a disk (simulation). Their hierarchy
+progress goes to <output-dir>/client-local/progress-<run key>/ (`app.client_progress`), keyed by a
+run key that resumed runs keep.
 """
 
 from __future__ import annotations
@@ -32,12 +35,20 @@ from flwr.app import ArrayRecord
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from feddqc_flwr.app.client_progress import RunLineage
 from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.app.run_defaults import default_run_config
 
 CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
-# Keys that fix the round schedule and the adapter's meaning: a resumed run must use the same.
-SCHEDULE_KEYS = ("method", "num-server-rounds", "hierarchies", "order", "strategy", "threshold-mode")
+# The keys a resumed run may change: where results go, how long the server waits for whom, what it
+# evaluates, and memory knobs that leave the numbers as they were. Every other key changes the
+# data, the selection, the schedule or the training, so it must equal the checkpoint's (a key
+# added to the app later is checked too).
+RESUME_MAY_CHANGE = frozenset({
+    "resume-from", "output-dir", "round-timeout", "min-train-replies", "min-train-nodes", "fraction-evaluate",
+    "eval-samples", "eval-metrics", "eval-max-new-tokens", "judge-url", "judge-model", "rater-url",
+    "score-batch-size", "gradient-checkpointing", "data-map",
+})
 PACKAGES = ("flwr", "torch", "transformers", "peft", "datasets", "flwr-datasets", "numpy")
 
 
@@ -71,10 +82,14 @@ def git_commit(folder: Path | None = None) -> str:
         return "unknown"
 
 
-def output_root(cfg: RunConfig) -> Path:
+def resolve_output_dir(output_dir: str) -> Path:
     """A relative output-dir is taken from $FEDDQC_OUTPUT_ROOT, else the working directory."""
-    path = Path(cfg.output_dir).expanduser()
+    path = Path(output_dir).expanduser()
     return path if path.is_absolute() else Path(os.environ.get("FEDDQC_OUTPUT_ROOT", ".")) / path
+
+
+def output_root(cfg: RunConfig) -> Path:
+    return resolve_output_dir(cfg.output_dir)
 
 
 def client_local_dir(cfg: RunConfig, run_id: int) -> Path:
@@ -152,36 +167,50 @@ def round_record(entry: Any, server_eval: dict[str, float]) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class Checkpoint:
-    """What a resumed run needs: the global adapter after `completed_round`, lambda, optimizer state."""
+    """What a resumed run needs: the global adapter after `completed_round`, lambda, optimizer state,
+    and the lineage whose clients' progress it continues (None from a checkpoint older than that)."""
 
     completed_round: int
     threshold: float | None
     arrays: ArrayRecord
     optimizer: dict[str, np.ndarray]
+    lineage: RunLineage | None = None
 
 
-def checkpoint_state(cfg: RunConfig, completed_round: int, threshold: float | None) -> dict[str, Any]:
+def checkpoint_state(cfg: RunConfig, completed_round: int, threshold: float | None,
+                     lineage: RunLineage | None = None) -> dict[str, Any]:
+    return {"completed_round": completed_round, "threshold": threshold, "config": cfg.as_dict(),
+            "lineage": lineage.as_json() if lineage is not None else None, "time": time.time()}
+
+
+def changed_resume_keys(saved: dict[str, Any], cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """{key: (checkpoint's value, this run's value)} for every key that must not change on resume.
+
+    Keys the checkpoint does not know (added to the app since) are not compared.
+    """
     config = cfg.as_dict()
-    return {"completed_round": completed_round, "threshold": threshold,
-            "schedule": {key: config[key] for key in SCHEDULE_KEYS}, "time": time.time()}
+    return {key: (value, config[key]) for key, value in saved.items()
+            if key in config and key not in RESUME_MAY_CHANGE and config[key] != value}
 
 
 def load_checkpoint(cfg: RunConfig) -> Checkpoint:
-    """The checkpoint under `resume-from`, checked against this run's schedule."""
+    """The checkpoint under `resume-from`, checked against this run's config."""
     folder = Path(cfg.resume_from).expanduser() / "adapters" / "last"
     if not (folder / CHECKPOINT_STATE).is_file():
         raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: no {folder / CHECKPOINT_STATE} "
                           "(give a run directory of a run that completed at least one round)")
     state = json.loads((folder / CHECKPOINT_STATE).read_text())
-    config = cfg.as_dict()
-    changed = {key: value for key, value in state["schedule"].items() if config[key] != value}
+    changed = changed_resume_keys(state.get("config") or state["schedule"], cfg)  # "schedule": older checkpoints
     if changed:
-        raise ConfigError(f"run config 'resume-from': the checkpoint was made with other schedule settings "
-                          f"{changed}; use the same values to resume")
+        listed = "; ".join(f"'{key}' = {new!r} (checkpoint: {old!r})" for key, (old, new) in sorted(changed.items()))
+        raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: the checkpoint was made with other "
+                          f"data, selection or training settings: {listed}. Use the checkpoint's values to resume")
     if state["completed_round"] >= cfg.num_server_rounds:
         raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: that run already completed all "
                           f"{cfg.num_server_rounds} rounds")
     optimizer_path = folder / CHECKPOINT_OPTIMIZER
     optimizer = dict(np.load(optimizer_path)) if optimizer_path.is_file() else {}
+    lineage = RunLineage.from_json(state["lineage"]) if state.get("lineage") else None
     return Checkpoint(completed_round=int(state["completed_round"]), threshold=state["threshold"],
-                      arrays=ArrayRecord(load_file(folder / "adapter_model.safetensors")), optimizer=optimizer)
+                      arrays=ArrayRecord(load_file(folder / "adapter_model.safetensors")), optimizer=optimizer,
+                      lineage=lineage)

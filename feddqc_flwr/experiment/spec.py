@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from feddqc_flwr.app.config import ConfigError, parse_run_config
+from feddqc_flwr.app.config import ConfigError, check_training_device, parse_run_config
 from feddqc_flwr.app.run_defaults import default_run_config
 
 Value = str | int | float | bool
@@ -146,7 +146,7 @@ def load_spec(path: Path) -> ExperimentSpec:
     defaults = default_run_config()
     for cell in spec.cells():
         try:
-            parse_run_config({**defaults, **dict(cell.run_config)})
+            check_training_device(parse_run_config({**defaults, **dict(cell.run_config)}))  # clients run here
         except ConfigError as err:
             raise ExperimentError(f"cell {cell.cell_id}: {err}") from None
     return spec

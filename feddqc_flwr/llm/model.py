@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from feddqc_flwr.llm.precision import TORCH_DTYPES, native_bf16
@@ -38,7 +40,7 @@ class ModelSpec:
 
     name: str
     quantization: str = "none"
-    dtype: str = "auto"
+    dtype: str = "float32"  # library default: exact; the run config's `dtype` (default auto) picks bf16 where native
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -109,10 +111,9 @@ def resolve_model_path(name: str) -> str:
 
 
 def _torch_dtype(dtype: str, quantized: bool) -> torch.dtype:
-    if dtype == "auto":
-        if torch.cuda.is_available() and native_bf16(torch.device("cuda")):  # T4/V100 only emulate bf16
-            return torch.bfloat16
-        return torch.float32
+    if dtype == "auto":  # bf16 where matrix units run it natively (T4/V100 only emulate it); else fp32
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.bfloat16 if native_bf16(device) else torch.float32
     native = dtype == "bfloat16" and native_bf16(torch.device("cpu"))
     if not torch.cuda.is_available() and dtype != "float32" and not quantized and not native:
         log.warning("dtype %s requested without CUDA on a CPU without native support; it is emulated and slow",
@@ -163,7 +164,33 @@ def add_lora(model: PreTrainedModel, spec: ModelSpec) -> PeftModel:
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(spec.seed)
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    _seeded_lora_init(peft_model, spec.seed)
+    return peft_model
+
+
+def _seeded_lora_init(model: PeftModel, seed: int) -> None:
+    """Redraw every LoRA A (kaiming-uniform, as peft) in float32 from a generator seeded with
+    `seed`, in module order, and zero every B: the initial adapter then depends on the seed and
+    the layer shapes only.
+
+    peft draws A in float32 but first casts it to the base layer's dtype (a bf16 model, or the
+    4-bit compute dtype; not 8-bit) and only then back to float32, so a bf16 or unquantized
+    server and an 8-bit client would start from adapters that differ by bf16 rounding. New
+    parameters (not an in-place copy) also give a base model on the meta device real weights.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name, layer in module.lora_A.items():
+            old_a, old_b = layer.weight, module.lora_B[name].weight
+            device = torch.device("cpu") if old_a.device.type == "meta" else old_a.device
+            a = torch.empty(old_a.shape, dtype=torch.float32)
+            torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+            layer.weight = torch.nn.Parameter(a.to(device), requires_grad=old_a.requires_grad)
+            module.lora_B[name].weight = torch.nn.Parameter(
+                torch.zeros(old_b.shape, dtype=torch.float32, device=device), requires_grad=old_b.requires_grad)
 
 
 @functools.lru_cache(maxsize=1)
@@ -173,6 +200,21 @@ def load_model_bundle(spec: ModelSpec) -> ModelBundle:
     model = add_lora(base, spec)
     device = next(model.parameters()).device
     return ModelBundle(model=model, tokenizer=tokenizer, device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def load_adapter_bundle(spec: ModelSpec) -> ModelBundle:
+    """LoRA on a weightless (meta-device) base: the initial adapter, checkpoints and saving.
+
+    For a server that evaluates nothing (`eval-samples = 0`): it reads only the model config
+    and tokenizer, needs no GPU, bitsandbytes or memory for the base weights, and builds the
+    same initial adapter as `load_model_bundle` (`_seeded_lora_init`). It cannot run forward.
+    """
+    path = resolve_model_path(spec.name)
+    with torch.device("meta"):
+        base = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return ModelBundle(model=add_lora(base, spec), tokenizer=tokenizer, device=torch.device("cpu"))
 
 
 def adapter_arrays(model: PeftModel, dtype: str = "float32") -> ArrayRecord:

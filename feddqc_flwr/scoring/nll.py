@@ -6,7 +6,9 @@ vocabulary projection costs more than the transformer), so the result is identic
 one-by-one loop up to float rounding. Batches are right-padded, so causal masking alone keeps
 every real token from seeing the padding after it: no padding mask is built, and attention
 takes its causal fast path. `compute_dtype` (e.g. bfloat16) runs the matrix products in lower
-precision under autocast; the NLL itself is always taken in float32.
+precision under autocast; the NLL itself is always taken in float32. Models whose forward scales
+the head's output (Cohere, Granite) get the same scale here; softcapped or otherwise transformed
+logits (Gemma 2/3, muP multipliers) come from the model's own full forward instead.
 """
 
 from __future__ import annotations
@@ -25,6 +27,35 @@ from feddqc_flwr.llm.prompts import IGNORE_INDEX
 _HEAD_CHUNK = 128  # labelled positions projected to the vocabulary at once (cache-sized logits)
 
 Head = Callable[[torch.Tensor], torch.Tensor]
+
+# Model types whose forward scales the LM head's output by a config value, as their modeling code
+# in transformers does: model_type -> (config attribute, divides). The head-only path must too.
+_LOGIT_SCALES: dict[str, tuple[str, bool]] = {
+    **dict.fromkeys(("cohere", "cohere2", "cohere2_moe"), ("logit_scale", False)),  # logits * logit_scale
+    **dict.fromkeys(("granite", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoeshared",
+                     "granitemoehybrid"), ("logits_scaling", True)),  # logits / logits_scaling
+    "hyperclovax": ("logits_scaling", False),  # the same key multiplies here
+}
+# Config keys that change the logits in other models (softcapping, muP multipliers): there only the
+# model's own forward is exact, and it runs at every position.
+_LOGIT_KEYS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier",
+               "output_multiplier", "logits_mup_width_multiplier", "dim_model_base")
+
+
+def logit_scale(config: object) -> tuple[float, bool] | None:
+    """(factor, divides) that turns the LM head's output into the model's logits.
+
+    None when the head-only path cannot reproduce the model's logits (run the full forward).
+    """
+    if getattr(config, "final_logit_softcapping", None):
+        return None
+    known = _LOGIT_SCALES.get(str(getattr(config, "model_type", "")))
+    if known is not None:
+        value = getattr(config, known[0], None)
+        return (1.0 if value is None else float(value)), known[1]
+    if any(getattr(config, key, None) is not None for key in _LOGIT_KEYS):
+        return None
+    return 1.0, False
 
 
 def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
@@ -51,14 +82,23 @@ def position_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention: tor
     lm = causal_lm(model)
     targets = labels[:, 1:]
     rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
-    if getattr(lm.config, "final_logit_softcapping", None):
+    scale = logit_scale(lm.config)
+    if scale is None:
         logits = lm(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1]
         picked = logits[rows, cols].float()
         return torch.nn.functional.cross_entropy(picked, targets[rows, cols], reduction="none"), rows
+    factor, divides = scale
     hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
     states, wanted = hidden[:, :-1][rows, cols], targets[rows, cols]
     head = head or lm.get_output_embeddings()
-    parts = [torch.nn.functional.cross_entropy(head(states[i : i + _HEAD_CHUNK]).float(),
+
+    def logits(chunk: torch.Tensor) -> torch.Tensor:
+        out = head(chunk)
+        if factor != 1.0:
+            out = out / factor if divides else out * factor
+        return out.float()
+
+    parts = [torch.nn.functional.cross_entropy(logits(states[i : i + _HEAD_CHUNK]),
                                                wanted[i : i + _HEAD_CHUNK], reduction="none")
              for i in range(0, len(states), _HEAD_CHUNK)]
     return (torch.cat(parts) if parts else states.new_zeros(0, dtype=torch.float32)), rows

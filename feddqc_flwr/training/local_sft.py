@@ -3,7 +3,13 @@
 Uses the transformers Trainer with a fresh optimizer each round (as OpenFedLLM and FlowerTune
 do), a constant learning rate set by the server for the round, and completion-only loss:
 prompt tokens carry label -100, so only the response (and EOS) is learned. FedProx adds its
-proximal term to the loss here, because Flower's FedProx only sends `proximal-mu`.
+proximal term to the loss here, because Flower's FedProx only sends `proximal-mu`; the round
+reports the data loss and the penalty apart.
+
+Precision follows the base model's dtype (`dtype`; `auto` = bf16 where the GPU or CPU has it
+natively): a bf16 or fp16 base trains under the Trainer's mixed precision, with autocast applied
+inside `compute_loss` (which calls the decoder and head itself, so accelerate's forward wrapper
+never runs), while the LoRA weights, the optimizer state and the loss stay float32.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from feddqc_flwr.llm.batching import pad_sequences
 from feddqc_flwr.llm.prompts import encode_pair, start_token_id
@@ -39,14 +46,19 @@ class LocalTrainConfig:
 
 @dataclass(frozen=True)
 class LocalTrainResult:
-    """Mean training loss over the round's steps (NaN/inf means the update is unusable)."""
+    """Mean data loss and mean FedProx penalty per optimizer step (NaN/inf: the update is unusable).
+
+    The penalty is kept out of `loss` so that train losses compare across strategies and mu.
+    """
 
     loss: float
     steps: int
+    prox: float = 0.0
+    step_losses: tuple[float, ...] = ()  # data loss of each optimizer step
 
     @property
     def finite(self) -> bool:
-        return math.isfinite(self.loss)
+        return math.isfinite(self.loss) and math.isfinite(self.prox)
 
 
 class CompletionCollator:
@@ -66,24 +78,49 @@ class ProximalTrainer(Trainer):
     The causal-LM loss is HF's (token cross-entropy over labelled positions, shifted), but the
     LM head runs only at positions with a label (`position_nll`, shared with scoring): the
     full-vocabulary logits of prompt and padding tokens were most of a step's peak memory.
+    The loss is scaled for gradient accumulation here (`loss_is_scaled_for_ga`), so that one
+    optimizer step sees the penalty once: the Trainer does not divide a loss normalised by
+    `num_items_in_batch`, and a penalty added whole to every micro-batch grew with grad-accum.
     Single-process training only (no cross-device token averaging).
     """
+
+    loss_is_scaled_for_ga = True
 
     def __init__(self, *args: Any, proximal_mu: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.proximal_mu = proximal_mu
         self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        self._data_by_step: dict[int, torch.Tensor] = {}  # summed over micro-batches: per-step values add up
+        self._prox_total: torch.Tensor | float = 0.0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-        nll, _ = position_nll(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+        with self.accelerator.autocast():  # bf16/fp16 matrix products under mixed precision; NLL in fp32
+            nll, _ = position_nll(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+        # Micro-batches of one optimizer step: the step's loss is the sum of what they return.
+        micro = getattr(self, "current_gradient_accumulation_steps", 1)
         # As HF's causal-LM loss: a sum over the accumulated batch's labelled tokens when the Trainer
-        # counts them (it then skips its own gradient-accumulation division), else a per-batch mean.
-        loss = nll.mean() if num_items_in_batch is None else nll.sum() / num_items_in_batch
+        # counts them, else the mean of per-micro-batch means.
+        loss = nll.mean() / micro if num_items_in_batch is None else nll.sum() / num_items_in_batch
+        prox = loss.new_zeros(())
         if self.proximal_mu > 0:
-            prox = sum(((p - self.anchor[n]) ** 2).sum()
-                       for n, p in model.named_parameters() if n in self.anchor)
-            loss = loss + 0.5 * self.proximal_mu * prox
+            distance = sum(((p - self.anchor[n]) ** 2).sum()
+                           for n, p in model.named_parameters() if n in self.anchor)
+            prox = 0.5 * self.proximal_mu * distance / micro
+        if model.training:
+            step = self.state.global_step
+            self._data_by_step[step] = self._data_by_step.get(step, 0.0) + loss.detach().float()
+            self._prox_total = self._prox_total + prox.detach().float()
+        loss = loss + prox
         return (loss, None) if return_outputs else loss
+
+    def step_losses(self) -> list[float]:
+        """The data loss of each optimizer step taken."""
+        return [float(self._data_by_step[s]) for s in sorted(self._data_by_step)]
+
+    def mean_losses(self) -> tuple[float, float]:
+        """Data loss and proximal penalty, each averaged over the optimizer steps taken."""
+        steps = max(1, self.state.global_step)
+        return sum(self.step_losses()) / steps, float(self._prox_total) / steps
 
 
 def encode_for_training(rows: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase,
@@ -94,12 +131,30 @@ def encode_for_training(rows: Sequence[Mapping[str, Any]], tokenizer: PreTrained
     return Dataset.from_dict({"input_ids": [e[0] for e in encoded], "labels": [e[1] for e in encoded]})
 
 
+def training_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The precision of the base model's matrix products: its load dtype (for 8/4-bit, the compute
+    dtype it was loaded with; `prepare_model_for_kbit_training` upcasts the other weights to fp32).
+
+    fp16 on a CPU falls back to float32 (no fp16 autocast there). `dtype = "auto"` loads bf16 only
+    where it is native, so a bf16 base on a CPU that emulates it was asked for by name.
+    """
+    config = getattr(model, "config", None)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    device = next(model.parameters()).device
+    if dtype == torch.bfloat16:
+        return dtype
+    if dtype == torch.float16 and device.type == "cuda":
+        return dtype
+    return torch.float32
+
+
 def train_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                   rows: Sequence[Mapping[str, Any]], cfg: LocalTrainConfig) -> LocalTrainResult:
     """Run `cfg.steps` optimizer steps on `rows` (cycled, shuffled by `cfg.seed`)."""
     dataset = encode_for_training(rows, tokenizer, cfg.template, cfg.max_length)
     use_cuda = torch.cuda.is_available()
-    dtype = next(model.parameters()).dtype
+    dtype = training_dtype(model)
     with tempfile.TemporaryDirectory(prefix="feddqc-trainer-") as tmp:
         args = TrainingArguments(
             output_dir=tmp,
@@ -119,8 +174,8 @@ def train_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
             dataloader_num_workers=0,
             disable_tqdm=True,
             use_cpu=not use_cuda,
-            bf16=use_cuda and dtype == torch.bfloat16,
-            fp16=use_cuda and dtype == torch.float16,
+            bf16=dtype == torch.bfloat16,
+            fp16=dtype == torch.float16,
         )
         trainer = ProximalTrainer(
             model=model,
@@ -129,5 +184,9 @@ def train_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
             data_collator=CompletionCollator(int(tokenizer.pad_token_id)),
             proximal_mu=cfg.proximal_mu,
         )
+        trainer.remove_callback(PrinterCallback)  # per-step dicts: the round's metrics report the losses
         output = trainer.train()
-    return LocalTrainResult(loss=float(output.training_loss), steps=int(output.global_step))
+    # Not `output.training_loss`: it includes the penalty and silently skips NaN/inf steps.
+    loss, prox = trainer.mean_losses()
+    return LocalTrainResult(loss=loss, steps=int(output.global_step), prox=prox,
+                            step_losses=tuple(trainer.step_losses()))

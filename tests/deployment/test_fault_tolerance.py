@@ -95,7 +95,8 @@ def test_checkpoint_round_trip_restores_adapter_lambda_and_fedopt_moments(tmp_pa
     message = list(fresh.configure_train(1, arrays, ConfigRecord(), OfflineGrid([1, 2])))[0]
     assert message.content["config"]["server-round"] == 3 and message.content["config"]["lambda"] == 0.125
 
-    with pytest.raises(ConfigError, match="'resume-from'.*other schedule settings"):
+    with pytest.raises(ConfigError, match="'resume-from'.*other data, selection or training settings.*"
+                                          "'num-server-rounds' = 6 \\(checkpoint: 4\\)"):
         load_checkpoint(make_config(**{**{k.replace("-", "_"): v for k, v in resumed_cfg.as_dict().items()},
                                        "num_server_rounds": 6}))
     with pytest.raises(ConfigError, match="'resume-from'.*no .*state.json"):

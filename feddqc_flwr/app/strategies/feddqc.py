@@ -23,7 +23,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
+from feddqc_flwr.app.client_progress import RunLineage
 from feddqc_flwr.app.config import RunConfig
+from feddqc_flwr.app.strategies.node_order import SeededSampling
 from feddqc_flwr.app.strategies.update_similarity import cosine_matrix, flat_update
 from feddqc_flwr.llm.model import arrays_are_finite, cast_arrays
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
@@ -35,7 +37,8 @@ log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --strea
 SCORE_QUERY = f"{MessageType.QUERY}.score"
 REFERENCE_KEY = "reference-rows"  # JSON rows for scorers that compare against anchors
 HISTOGRAM_QUERY = f"{MessageType.QUERY}.histogram"
-OPTIMIZER_STATE = ("m_t", "v_t")  # FedOpt moments (FedAdagrad/FedYogi/FedAdam); FedAvgM momentum is not kept
+OPTIMIZER_STATE = ("m_t", "v_t")  # FedOpt moments (FedAdagrad/FedYogi/FedAdam): {array key: array}
+MOMENTUM = "momentum_vector"  # FedAvgM's server momentum: a list in the adapter's array order
 
 
 def cosine_lr(server_round: int, num_rounds: int, lr_max: float, lr_min: float) -> float:
@@ -76,7 +79,9 @@ class FedDQCStrategy(Strategy):
         self.threshold: float | None = cfg.ira_lambda if cfg.threshold_mode == "lambda" else None
         self.rounds: dict[int, RoundLog] = {}
         self.round_offset = 0  # rounds already done by the run this one resumes
+        self.lineage: RunLineage | None = None  # sent to clients, so they keep progress across resumes
         self._sent: ArrayRecord | None = None  # the global adapter of the current round
+        self.sampling = SeededSampling(cfg.seed)
 
     def resume(self, completed_round: int, threshold: float | None) -> None:
         """Continue a run after `completed_round`: Flower's round 1 becomes completed_round + 1."""
@@ -84,16 +89,23 @@ class FedDQCStrategy(Strategy):
         self.threshold = threshold
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        """The server optimizer's moments as '<moment>/<array key>', for the per-round checkpoint."""
-        return {f"{name}/{key}": value for name in OPTIMIZER_STATE
-                for key, value in (getattr(self.base, name, None) or {}).items()}
+        """The server optimizer's state for the per-round checkpoint: FedOpt moments as
+        '<moment>/<array key>', FedAvgM's momentum as 'momentum_vector/<position>'."""
+        state = {f"{name}/{key}": value for name in OPTIMIZER_STATE
+                 for key, value in (getattr(self.base, name, None) or {}).items()}
+        momentum = getattr(self.base, MOMENTUM, None) or []
+        state.update({f"{MOMENTUM}/{i}": np.asarray(value) for i, value in enumerate(momentum)})
+        return state
 
     def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore `optimizer_state()`, so a resumed FedOpt run does not restart its moments at zero."""
+        """Restore `optimizer_state()`, so a resumed FedOpt/FedAvgM run does not restart at zero."""
         for name in OPTIMIZER_STATE:
             moments = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}/")}
             if moments:
                 setattr(self.base, name, moments)
+        momentum = {int(k.split("/", 1)[1]): v for k, v in state.items() if k.startswith(f"{MOMENTUM}/")}
+        if momentum:
+            setattr(self.base, MOMENTUM, [momentum[i] for i in range(len(momentum))])
 
     def summary(self) -> None:
         log.info("FedDQC(method=%s, stages=%d, threshold-mode=%s) around:", self.cfg.method,
@@ -121,10 +133,15 @@ class FedDQCStrategy(Strategy):
             "rescore": rescore,
             "lr": entry.lr,
             "lambda": self.threshold if self.threshold is not None else -math.inf,
+            **self._progress_config(),
         })
-        messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, grid))
+        nodes = self.sampling.nodes(grid, self._query_all, server_round, "train") if cfg.fraction_train < 1 else grid
+        messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, nodes))
         entry.sent = len(messages)
         return messages
+
+    def _progress_config(self) -> dict[str, str]:
+        return self.lineage.to_config() if self.lineage is not None else {}
 
     def _to_transport(self, messages: Iterable[Message]) -> list[Message]:
         """Cast the adapter in outgoing messages to `transport-dtype`, after the base strategy saw fp32.
@@ -157,7 +174,7 @@ class FedDQCStrategy(Strategy):
     def _calibrate(self, server_round: int, stage: int, arrays: ArrayRecord, grid: Grid) -> dict[str, float]:
         """Two query rounds: fresh scores -> (count, min, max); shared edges -> histograms."""
         started = time.perf_counter()
-        config = ConfigRecord({"server-round": server_round, "hierarchy": stage})
+        config = ConfigRecord({"server-round": server_round, "hierarchy": stage, **self._progress_config()})
         if self.reference_rows:
             config[REFERENCE_KEY] = json.dumps(self.reference_rows)
         score_replies = self._query_all(grid, SCORE_QUERY, RecordDict({
@@ -179,7 +196,8 @@ class FedDQCStrategy(Strategy):
             return summary
         edges = shared_edges([float(s["min"]) for s in scored], [float(s["max"]) for s in scored],
                              self.cfg.histogram_bins)
-        hist_config = ConfigRecord({"server-round": server_round, "hierarchy": stage, "edges": edges.tolist()})
+        hist_config = ConfigRecord({"server-round": server_round, "hierarchy": stage, "edges": edges.tolist(),
+                                    **self._progress_config()})
         # Only nodes whose fresh scores exist: a node whose score query failed would send stale ones.
         replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}), scored_nodes)
         summary["histogram-clients"] = float(len(replies))
@@ -251,7 +269,10 @@ class FedDQCStrategy(Strategy):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         server_round += self.round_offset
-        return self._to_transport(self.base.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), grid))
+        sampled = 0 < self.cfg.fraction_evaluate < 1
+        nodes = self.sampling.nodes(grid, self._query_all, server_round, "evaluate") if sampled else grid
+        return self._to_transport(self.base.configure_evaluate(server_round, arrays, ConfigRecord(dict(config)),
+                                                               nodes))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset
