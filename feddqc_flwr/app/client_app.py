@@ -32,7 +32,6 @@ from feddqc_flwr.app.client_progress import (
     RunLineage,
     load_progress,
     progress_path,
-    rows_digest,
     save_progress,
 )
 from feddqc_flwr.app.config import RunConfig, parse_run_config
@@ -104,7 +103,7 @@ def _progress_file(context: Context, config: ConfigRecord, train: Dataset) -> Pr
         return None
     path = progress_path(resolve_output_dir(lineage.output_dir), lineage.key,
                          int(context.node_config["partition-id"]), int(context.node_config["num-partitions"]))
-    return ProgressFile(path, lineage, int(context.run_id), int(config["server-round"]), rows_digest(train))
+    return ProgressFile(path, lineage, int(context.run_id), int(config["server-round"]), train)
 
 
 def _reference_rows(context: Context) -> list[dict]:

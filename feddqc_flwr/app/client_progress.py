@@ -22,6 +22,7 @@ completed round is used instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -174,13 +175,19 @@ class ProgressFile:
 
     `run_id` and `server_round` are the message's; `lineage` says which snapshots count. A file
     made from other rows (`rows_digest`) is ignored with a warning and replaced on the next save.
+    The digest is taken only when the file is read or written (at most at a stage start), not on
+    every message.
     """
 
     path: Path
     lineage: RunLineage
     run_id: int
     server_round: int
-    digest: str
+    rows: Dataset
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return rows_digest(self.rows)
 
     def _snapshots(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
