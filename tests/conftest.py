@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from flwr.supercore.task_identity import TaskIdentity
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,3 +58,22 @@ def flwr_env(tmp_path: Path):
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     yield env
     subprocess.run(["pkill", "-f", f"flower-superlink .*--port {http_port}"], check=False)
+
+
+def _task_identity(node_id: int):
+    """Messages are stamped with the run and node of the process; a Flower app process sets them."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, node_id, 1
+    yield
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+
+
+@pytest.fixture()
+def server_task_identity():
+    """As in a ServerApp process (node 0): for tests that drive the strategy."""
+    yield from _task_identity(0)
+
+
+@pytest.fixture()
+def client_task_identity():
+    """As in a ClientApp process on node 7 (the node `tests.helpers.deliver` addresses)."""
+    yield from _task_identity(7)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
-from flwr.supercore.task_identity import TaskIdentity
 
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import HISTOGRAM_QUERY, SCORE_QUERY, FedDQCStrategy
@@ -19,11 +18,7 @@ from tests.helpers import make_config
 BINS = 4
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+pytestmark = pytest.mark.usefixtures("server_task_identity")
 
 
 class ScriptedGrid:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from feddqc_flwr.app.client_progress import ClientProgress
 from feddqc_flwr.app.config import parse_run_config
@@ -23,11 +22,7 @@ from tests.helpers import default_run_config, deliver
 K = 3
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
-    yield
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+pytestmark = pytest.mark.usefixtures("client_task_identity")
 
 
 def _client(tiny_model_dir: Path, filtered_rows: str, aggregation_weight: str = "dataset"):

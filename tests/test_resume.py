@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 from safetensors.numpy import load_file
 
 from feddqc_flwr.app.client_app import _progress_file
@@ -31,11 +30,7 @@ from tests.test_strategies import GLOBAL, OfflineGrid, _client, _reply
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
-    yield
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+pytestmark = pytest.mark.usefixtures("client_task_identity")
 
 
 # --- a client restarted (or resumed) with empty context.state, through the real handlers ---------

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.metadata import Metadata
-from flwr.supercore.task_identity import TaskIdentity
 
 from feddqc_flwr.app.client_app import app
 from feddqc_flwr.app.strategies.factory import build_base_strategy
@@ -20,11 +19,7 @@ from tests.helpers import make_config
 CLIENTS = 5
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+pytestmark = pytest.mark.usefixtures("server_task_identity")
 
 
 class SimulatedGrid:

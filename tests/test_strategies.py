@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
-from flwr.supercore.task_identity import TaskIdentity
 
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy, cosine_lr
@@ -17,12 +16,7 @@ from tests.helpers import make_config
 GLOBAL = {"layer.lora_A.weight": np.array([[1.0, -2.0], [0.5, 0.0]]), "layer.lora_B.weight": np.zeros((2, 2))}
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    """Messages are stamped with the run id of the process; a ServerApp process sets it."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+pytestmark = pytest.mark.usefixtures("server_task_identity")
 
 
 class OfflineGrid:

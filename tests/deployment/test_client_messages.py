@@ -14,7 +14,6 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.serde import message_to_proto
-from flwr.supercore.task_identity import TaskIdentity
 
 from feddqc_flwr.app.config import parse_run_config
 from feddqc_flwr.app.model_spec import spec_from_config
@@ -26,12 +25,7 @@ from tests.helpers import default_run_config, deliver
 BINS = 16
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    """Replies are stamped with the run id of the process; a ClientApp process sets it."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
-    yield
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+pytestmark = pytest.mark.usefixtures("client_task_identity")
 
 
 @pytest.fixture()

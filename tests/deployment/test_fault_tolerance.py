@@ -9,7 +9,6 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message
 from flwr.app.metadata import Metadata
 from flwr.common.constant import ErrorCode
-from flwr.supercore.task_identity import TaskIdentity
 
 from feddqc_flwr.app.config import ConfigError
 from feddqc_flwr.app.model_spec import spec_from_config
@@ -20,12 +19,7 @@ from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle
 from tests.helpers import make_config
 from tests.test_strategies import GLOBAL, OfflineGrid, _client, _reply
 
-
-@pytest.fixture(autouse=True)
-def _run_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+pytestmark = pytest.mark.usefixtures("server_task_identity")
 
 
 def _failed(node: int) -> Message:
