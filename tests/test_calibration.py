@@ -1,9 +1,14 @@
-"""The hierarchy-start calibration survives failed nodes: histograms are asked only of nodes whose
-score query succeeded, a round where every histogram reply fails keeps the previous lambda (or
-trains unfiltered before any lambda exists) instead of crashing the ServerApp."""
+"""The hierarchy-start calibration: one query, and only before the first lambda exists.
+
+With threshold-mode = retention the first hierarchy asks every node once (`query.score`); the
+replies' bin counts give lambda and the global histogram. Later hierarchies, and every hierarchy
+with an absolute lambda, send no query: clients score inside train and the train replies' counts
+give the histogram. A round whose score replies all fail trains unfiltered (or keeps the
+previous lambda) instead of crashing the ServerApp."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,18 +16,26 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
+from feddqc_flwr.app.protocol import REFERENCE_KEY, SKETCH_KEY
 from feddqc_flwr.app.strategies.factory import build_base_strategy
-from feddqc_flwr.app.strategies.feddqc import HISTOGRAM_QUERY, SCORE_QUERY, FedDQCStrategy
+from feddqc_flwr.app.strategies.feddqc import SCORE_QUERY, FedDQCStrategy
+from feddqc_flwr.selection.score_sketch import ScoreSketch
 from tests.helpers import make_config
 
-BINS = 4
+BINS = 200
+SCORES = np.array([-2.0, -1.0, 0.5, 3.0])  # every node's fresh scores; the first two are corrupted rows
+BAD = np.array([True, True, False, False])
 
 
 pytestmark = pytest.mark.usefixtures("server_task_identity")
 
 
+def _sketch() -> ConfigRecord:
+    return ConfigRecord(ScoreSketch.of(SCORES, BAD, BINS).to_record())
+
+
 class ScriptedGrid:
-    """Answers score and histogram queries per node; `failing` maps message type -> failing nodes."""
+    """Answers score queries per node; `failing` maps message type -> failing nodes."""
 
     def __init__(self, nodes: list[int], failing: dict[str, set[int]]) -> None:
         self.nodes, self.failing = nodes, failing
@@ -38,39 +51,86 @@ class ScriptedGrid:
             self.asked.setdefault(kind, []).append(node)
             if node in self.failing.get(kind, set()):
                 replies.append(Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, "boom"), reply_to=msg))
-            elif kind == SCORE_QUERY:
-                metrics = {"count": 4, "min": -1.0, "max": 1.0, "seconds": 0.1, "setup-seconds": 0.1}
-                replies.append(Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg))
             else:
-                metrics = {"counts": [1, 1, 1, 1], "bad-counts": [1, 1, 0, 0]}
-                replies.append(Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg))
+                assert kind == SCORE_QUERY, kind
+                metrics = {"count": len(SCORES), "seconds": 0.1, "setup-seconds": 0.1}
+                replies.append(Message(RecordDict({"metrics": MetricRecord(metrics), SKETCH_KEY: _sketch()}),
+                                       reply_to=msg))
         assert [r.metadata.src_node_id for r in replies] == [m.metadata.dst_node_id for m in messages]
         return replies
 
 
-def _strategy() -> FedDQCStrategy:
-    cfg = make_config(histogram_bins=BINS, min_train_nodes=1, num_server_rounds=3, hierarchies=3)
+def _strategy(**overrides) -> FedDQCStrategy:
+    cfg = make_config(histogram_bins=BINS, min_train_nodes=1, num_server_rounds=3, hierarchies=3, **overrides)
     return FedDQCStrategy(build_base_strategy(cfg), cfg)
 
 
 ARRAYS = ArrayRecord({"a.lora_A.weight": Array(np.zeros((2, 2), dtype=np.float32))})
 
 
-def test_histograms_go_only_to_nodes_whose_scores_are_fresh() -> None:
+def _train_reply(msg: Message, scored: bool) -> Message:
+    """A client's train reply; one that scored its pool in this message sends its bin counts."""
+    content = RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord({"num-examples": 4})})
+    if scored:
+        content[SKETCH_KEY] = _sketch()
+    return Message(content, reply_to=msg)
+
+
+def test_one_query_before_the_first_lambda_and_none_after() -> None:
     grid = ScriptedGrid([11, 12, 13], {SCORE_QUERY: {12}})
-    strategy = _strategy()
-    list(strategy.configure_train(1, ARRAYS, ConfigRecord(), grid))
-    assert grid.asked[HISTOGRAM_QUERY] == [11, 13]
-    assert strategy.rounds[1].scoring["histogram-clients"] == 2
-    assert sum(strategy.rounds[1].histogram["counts"]) == 8 and strategy.threshold is not None
+    strategy = _strategy(retention=0.5)
+    for server_round in (1, 2, 3):  # three hierarchies of one round each
+        list(strategy.configure_train(server_round, ARRAYS, ConfigRecord(), grid))
+    assert grid.asked == {SCORE_QUERY: [11, 12, 13]}  # the old protocol asked 6 messages per hierarchy
+    first = strategy.rounds[1]
+    assert first.scoring["clients"] == 2 and sum(first.histogram["counts"]) == 8  # nodes 11 and 13
+    assert sum(first.histogram["bad"]) == 4
+    # retention 0.5 of 8 scores (two of each value): the 4th largest is 0.5, so lambda is the lower
+    # edge of 0.5's bin, within 1 % of it
+    assert 0.5 / 1.01 - 1e-9 <= strategy.threshold <= 0.5
+    assert first.scoring["share-above-lambda"] == 0.5 and first.scoring["auroc"] == 1.0
+    assert strategy.rounds[2].threshold == strategy.rounds[3].threshold == strategy.threshold
 
 
-def test_every_histogram_reply_failing_does_not_crash_and_keeps_lambda() -> None:
-    grid = ScriptedGrid([11, 12], {HISTOGRAM_QUERY: {11, 12}})
+def test_an_absolute_lambda_needs_no_query_and_train_replies_give_the_histogram() -> None:
+    grid = ScriptedGrid([11, 12], {})
+    strategy = _strategy(threshold_mode="lambda", scorer="ira", ira_lambda=0.0)
+    messages = list(strategy.configure_train(1, ARRAYS, ConfigRecord(), grid))
+    assert grid.asked == {} and all(m.content["config"]["lambda"] == 0.0 for m in messages)
+    arrays, _ = strategy.aggregate_train(1, [_train_reply(messages[0], True), _train_reply(messages[1], True)])
+    entry = strategy.rounds[1]
+    assert arrays is not None and entry.scoring["clients"] == 2 and entry.scoring["scored"] == 8
+    assert sum(entry.histogram["counts"]) == 8 and entry.scoring["share-above-lambda"] == 0.5
+    assert entry.scoring["removal-recall"] == 1.0  # both corrupted scores per node are under lambda = 0
+
+
+def test_train_replies_after_a_query_do_not_count_twice() -> None:
+    grid = ScriptedGrid([11], {})
     strategy = _strategy()
-    messages = list(strategy.configure_train(1, ARRAYS, ConfigRecord(), grid))  # used to raise IndexError
+    messages = list(strategy.configure_train(1, ARRAYS, ConfigRecord(), grid))
+    strategy.aggregate_train(1, [_train_reply(messages[0], True)])  # a late scorer's counts: not added
+    assert sum(strategy.rounds[1].histogram["counts"]) == 4 and strategy.rounds[1].scoring["clients"] == 1
+
+
+def test_every_score_reply_failing_does_not_crash_and_trains_unfiltered() -> None:
+    grid = ScriptedGrid([11, 12], {SCORE_QUERY: {11, 12}})
+    strategy = _strategy()
+    messages = list(strategy.configure_train(1, ARRAYS, ConfigRecord(), grid))
     assert strategy.threshold is None and messages
     assert all(m.content["config"]["lambda"] == -math.inf for m in messages)  # unfiltered, and logged
-    strategy.threshold = 0.25  # a lambda from an earlier hierarchy survives a failed calibration
-    list(strategy.configure_train(2, ARRAYS, ConfigRecord(), grid))
-    assert strategy.threshold == 0.25 and strategy.rounds[2].histogram == {}
+    assert strategy.rounds[1].histogram == {} and strategy.rounds[1].scoring["clients"] == 0
+    list(strategy.configure_train(2, ARRAYS, ConfigRecord(), grid))  # no lambda yet: the next hierarchy asks again
+    assert grid.asked[SCORE_QUERY] == [11, 12, 11, 12]
+
+
+def test_anchor_rows_go_with_every_message_that_may_score() -> None:
+    """nuggets/datainf score against the server's anchor rows: the query carries them, and so does
+    a hierarchy's first train message, for clients that score inside train."""
+    grid = ScriptedGrid([11], {})
+    cfg = make_config(histogram_bins=BINS, min_train_nodes=1, num_server_rounds=4, hierarchies=2)
+    anchors = [{"instruction": "a", "input": "", "response": "b"}]
+    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, anchors)
+    sent = {r: list(strategy.configure_train(r, ARRAYS, ConfigRecord(), grid)) for r in (1, 2, 3)}
+    carries = {r: all(REFERENCE_KEY in m.content["config"] for m in messages) for r, messages in sent.items()}
+    assert carries == {1: True, 2: False, 3: True} and grid.asked == {SCORE_QUERY: [11]}
+    assert json.loads(sent[3][0].content["config"][REFERENCE_KEY]) == anchors

@@ -15,6 +15,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from feddqc_flwr.app.client_progress import ClientProgress
 from feddqc_flwr.app.config import parse_run_config
 from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.protocol import SKETCH_KEY
 from feddqc_flwr.data.client_data import load_client_data
 from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle
 from tests.helpers import default_run_config, deliver
@@ -126,14 +127,23 @@ def test_train_reply_weight_is_the_configured_row_count(tiny_model_dir: Path, we
     assert metrics["train-prox"] == 0.0 and math.isfinite(metrics["train-loss"])  # no proximal-mu sent
 
 
-def test_histogram_of_stale_scores_is_refused(tiny_model_dir: Path) -> None:
-    """Scores from another hierarchy (rows trained since) must not enter the global histogram."""
+def _counts(reply: Message) -> int:
+    return sum(reply.content[SKETCH_KEY]["counts"])
+
+
+def test_score_reply_counts_every_fresh_score_and_train_counts_only_when_it_scored(tiny_model_dir: Path) -> None:
+    """The score query's reply carries the bin counts of the pool it scored; a train message that
+    follows it sends none (the server has them), one that scores (no query: lambda is known) does."""
     context, arrays, n_rows = _client(tiny_model_dir, "rescore")
-    _score(context, arrays, 1)
-    edges = np.linspace(-50, 50, 9).tolist()
-    fresh = _send(context, "query.histogram", RecordDict({"config": ConfigRecord(
-        {"server-round": 1, "hierarchy": 1, "edges": edges})}))
-    assert sum(fresh.content["metrics"]["counts"]) == n_rows
-    stale = deliver(context, "query.histogram", RecordDict({"config": ConfigRecord(
-        {"server-round": 4, "hierarchy": 2, "edges": edges})}))
-    assert stale.has_error() and "stale" in stale.error.reason
+    scored = _send(context, "query.score", RecordDict({"arrays": arrays, "config": ConfigRecord(
+        {"server-round": 1, "hierarchy": 1})}))
+    assert _counts(scored) == scored.content["metrics"]["count"] == n_rows
+    lam = float(np.median(ClientProgress.load(context.state, 0).score_array()))
+    config = {"server-round": 1, "hierarchy": 1, "rescore": True, "lr": 1e-3, "lambda": lam}
+    after_query = _send(context, "train", RecordDict({"arrays": arrays, "config": ConfigRecord(config)}))
+    assert SKETCH_KEY not in after_query.content
+    config.update({"server-round": 2, "hierarchy": 2})  # stage 2 starts without a query
+    trained = _send(context, "train", RecordDict({"arrays": arrays, "config": ConfigRecord(config)}))
+    progress = ClientProgress.load(context.state, 0)
+    assert progress.scored_stage == 2 and _counts(trained) == len(progress.scored_ids) == trained.content[
+        "metrics"]["pool"] == n_rows - after_query.content["metrics"]["stage-train"]

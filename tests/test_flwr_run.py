@@ -136,7 +136,30 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, known_voca
     # the top half of what each client kept: clean rows only
     assert hierarchies[0]["scored_corrupted_share"] > 0.3 and hierarchies[0]["trained_corrupted_share"] == 0.0
     assert hierarchies[1]["scored"] == lines[3]["train"]["pool"]
-    assert "corrupted in trained" in log
+    # The verdict in summary.json and as the run's last lines, from the same records.
+    verdict = summary["verdict"]
+    first_scored = sum(first["histogram"]["counts"])
+    first_kept = round(first["scoring"]["share-above-lambda"] * first_scored)
+    assert verdict["hierarchies"][0]["scored"] == first_scored and verdict["hierarchies"][0]["kept"] == first_kept
+    assert verdict["hierarchies"][0]["dropped"] == first_scored - first_kept
+    assert verdict["hierarchies"][0]["auroc"] == first["scoring"]["auroc"] > 0.9
+    assert verdict["hierarchies"][0]["trained_corrupted_share"] == 0.0 and verdict["quality_flags"] is True
+    assert verdict["losses"]["test-loss"] == pytest.approx({
+        "first": lines[0]["server_eval"]["test-loss"], "last": lines[-1]["server_eval"]["test-loss"],
+        "change": lines[-1]["server_eval"]["test-loss"] - lines[0]["server_eval"]["test-loss"]})
+    seconds = verdict["seconds"]
+    assert seconds["training"] == pytest.approx(sum(max(c["train-seconds"] for c in x["clients"]) for x in lines[1:]))
+    assert seconds["evaluation"] == pytest.approx(sum(x["server_eval"]["seconds"] for x in lines))
+    assert seconds["total"] == pytest.approx(seconds["scoring"] + seconds["training"] + seconds["evaluation"]
+                                             + seconds["flower"])
+    assert f"hierarchy 1: scored {first_scored}, kept {first_kept}, dropped {first_scored - first_kept}" in log
+    assert log.index("FedDQC run finished.") < log.index("Verdict: did quality control do something?")  # last
+    # The progress console: one line per round and per scoring step; Flower's metric dicts and known notices gone.
+    assert "round 1/3 h1/2 | lr " in log and "hierarchy 2/2 scoring: " in log
+    assert "Aggregated MetricRecord" not in log and "is_gradient_checkpointing" not in log
+    assert "Loading weights" not in log
+    # TensorBoard event file next to metrics.jsonl
+    assert list(run.glob("events.out.tfevents.*"))
     for name in ("hierarchy-1", "hierarchy-2", "final"):
         assert (run / "adapters" / name / "adapter_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -184,3 +207,33 @@ def test_flwr_run_with_the_ds2_selector_reports_its_curation(tmp_path: Path, tin
     counts = json.loads(reports[0].read_text())
     assert counts["rated"] == sum(counts["rated-histogram"]) > 0
     assert "## DS2 score curation" in write_report(run, run, "md").read_text()
+
+
+def test_flwr_run_with_server_side_dp_reports_its_privacy_parameters(tmp_path: Path, tiny_model_dir: Path,
+                                                                      flwr_env) -> None:
+    """A DP run end to end: server-side fixed clipping C = 1e-3, noise multiplier z = 2, n = 2 equal weights,
+    noisy histograms. Round 3 changes the global adapter by the mean of two clipped updates (norm <= C)
+    plus Gaussian noise of std z*C/n = 1e-3 on each of its P weights, whose norm is sqrt(P)*1e-3 with a
+    spread of about 1e-3/sqrt(2); so the change's norm is within C + 5 spreads of sqrt(P)*1e-3."""
+    from safetensors.numpy import load_file
+
+    run, _ = _flwr_run(tmp_path, flwr_env, tiny_model_dir, 'dp-mode = "server-fixed"', "dp-clipping-norm = 0.001",
+                         "dp-noise-multiplier = 2.0", "dp-num-sampled-clients = 2", 'aggregation-weight = "uniform"',
+                         "dp-histogram-epsilon = 1.0", 'dtype = "float32"')
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds_not_aggregated"] == [] and summary["failures"] == 0
+    privacy = summary["privacy"]
+    assert (privacy["dp_mode"], privacy["clipping_norm"], privacy["noise_multiplier"],
+            privacy["num_sampled_clients"], privacy["histogram_epsilon"]) == ("server-fixed", 0.001, 2.0, 2, 1.0)
+    assert privacy["final_noise_stddev"] == pytest.approx(2.0 * 0.001 / 2)
+    assert privacy["caveats"] == []  # fedavg, uniform weights: the noise is calibrated
+
+    before = load_file(run / "adapters" / "hierarchy-1" / "adapter_model.safetensors")  # after round 2
+    after = load_file(run / "adapters" / "final" / "adapter_model.safetensors")  # after round 3
+    change = math.sqrt(sum(float(((after[k].astype("float64") - before[k]) ** 2).sum()) for k in after))
+    size = sum(v.size for v in after.values())
+    assert abs(change - math.sqrt(size) * 1e-3) <= 1e-3 + 5 * 1e-3 / math.sqrt(2), (change, size)
+
+    first = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][1]
+    counts, bad = first["histogram"]["counts"], first["histogram"]["bad"]
+    assert all(isinstance(c, int) and c >= b for c, b in zip(counts, bad, strict=True))

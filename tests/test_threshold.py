@@ -1,32 +1,83 @@
-"""Lambda from summed client histograms is within one bin of the exact global quantile."""
+"""Lambda from the clients' counts on fixed bins, sent in one query, is within one bin of the
+exact global quantile of the pooled scores (computed here by sorting them)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from feddqc_flwr.selection.threshold import lambda_for_retention, local_histogram, shared_edges
+from feddqc_flwr.selection.score_sketch import ScoreSketch, bin_index, lower_edges
+from feddqc_flwr.selection.threshold import lambda_for_retention
+
+M = 1e-9  # the zero bin's half-width, as documented
+
+
+def _clients(rng: np.random.Generator) -> list[np.ndarray]:
+    """Scores on several scales and both signs, as IRA (around 0) or loss (negative) give them."""
+    return [rng.normal(0, 1, 300), rng.normal(1, 2, 120), rng.standard_t(3, 500), -rng.gamma(2.0, 3.0, 200),
+            rng.normal(0, 1e-3, 50)]
 
 
 @pytest.mark.parametrize("retention", [0.1, 0.3, 0.5, 0.77, 1.0])
 @pytest.mark.parametrize("bins", [10, 200])
-def test_lambda_matches_exact_quantile_within_one_bin(retention: float, bins: int) -> None:
+def test_lambda_is_the_lower_edge_of_the_bin_holding_the_exact_quantile(retention: float, bins: int) -> None:
     rng = np.random.default_rng(1)
-    clients = [rng.normal(0, 1, 300), rng.normal(1, 2, 120), rng.standard_t(3, 500)]
-    edges = shared_edges([c.min() for c in clients], [c.max() for c in clients], bins)
-    counts = sum(local_histogram(c, edges) for c in clients)
+    clients = _clients(rng)
+    wire = [ScoreSketch.of(c, np.zeros(len(c), bool), bins).to_record() for c in clients]  # what clients send
+    total = ScoreSketch(bins, {}, {})
+    for record in wire:
+        total = total.merge(ScoreSketch.from_record(record, bins))
+    edges, counts, _ = total.histogram()
     lam = lambda_for_retention(counts, edges, retention)
+
     pooled = np.sort(np.concatenate(clients))[::-1]
-    target = int(np.ceil(retention * len(pooled)))
+    target = max(1, math.ceil(retention * len(pooled)))
     exact = pooled[target - 1]  # the target-th largest score
-    width = edges[1] - edges[0]
-    assert exact - width - 1e-9 <= lam <= exact + 1e-9
-    kept = (pooled >= lam).sum()
-    assert kept >= target
+    upper = edges[list(edges).index(lam) + 1]  # the next edge: lambda's bin is [lam, upper)
+    assert lam <= exact < upper
+    assert upper - lam <= 2 / bins * max(abs(lam), abs(upper)) + 2 * M  # one bin: 2/bins of |score| wide
+    assert (pooled >= lam).sum() >= target and (pooled >= upper).sum() < target
     assert counts.sum() == len(pooled)
 
 
-def test_nan_scores_are_not_counted_and_outliers_land_in_end_bins() -> None:
-    edges = np.linspace(0, 1, 5)
-    counts = local_histogram(np.array([np.nan, -5.0, 0.1, 0.6, 9.0]), edges)
-    assert counts.tolist() == [2, 0, 1, 1]
+def test_bins_by_hand() -> None:
+    """bins = 2: consecutive edges double. [1e-9, 2e-9) is bin 1, [2e-9, 4e-9) bin 2, [-1e-9, 1e-9) bin 0."""
+    scores = np.array([3e-9, 1e-9, -1e-9, 0.0, 9.9e-10, -3e-9, -4e-9, 4e-9])
+    assert bin_index(scores, 2).tolist() == [2, 1, 0, 0, 0, -2, -2, 3]
+    assert lower_edges(np.array([-2, -1, 0, 1, 2, 3]), 2) == pytest.approx([-4e-9, -2e-9, -1e-9, 1e-9, 2e-9, 4e-9])
+
+
+def test_every_score_lies_in_its_bin_and_bins_are_2_over_bins_wide() -> None:
+    rng = np.random.default_rng(2)
+    scores = np.concatenate([rng.normal(0, 10, 2000), rng.normal(0, 1e-6, 200), [1e-9, -1e-9, 0.0, 1.0, -1.0]])
+    for bins in (3, 200, 1000):
+        index = bin_index(scores, bins)
+        lo, hi = lower_edges(index, bins), lower_edges(index + 1, bins)
+        assert ((lo <= scores) & (scores < hi)).all()
+        away = index > 0  # away from zero on the positive side: hi / lo = 1 + 2/bins
+        assert hi[away] / lo[away] == pytest.approx(1 + 2 / bins)
+
+
+def test_nan_scores_are_not_counted_and_corrupted_rows_are_counted_apart() -> None:
+    sketch = ScoreSketch.of(np.array([np.nan, -5.0, 0.1, 0.1, np.inf]), np.array([True, True, False, True, False]), 200)
+    assert sketch.total == 3 and sum(sketch.bad.values()) == 2
+    edges, counts, bad = sketch.histogram()
+    assert counts[0] == 1 and bad[0] == 1 and counts[-1] == 2 and bad[-1] == 1  # -5 first, the two 0.1 last
+    assert edges[0] <= -5.0 < edges[1] and edges[-2] <= 0.1 < edges[-1]
+
+
+def test_noise_covers_every_bin_between_the_lowest_and_highest_non_empty_one() -> None:
+    sketch = ScoreSketch.of(np.array([-1.0, 1.0]), np.array([False, True]), 200)
+    noisy = sketch.noisy(lambda counts, bad: counts + 1)
+    span = bin_index(np.array([1.0]), 200)[0] - bin_index(np.array([-1.0]), 200)[0] + 1
+    assert len(noisy.counts) == span and noisy.total == 2 + span
+    assert noisy.bad == sketch.bad  # corrupted counts (synthetic flags) stay exact
+
+
+def test_empty_runs_become_one_bin_so_the_histogram_stays_small() -> None:
+    """Scores at -1, 1 and 1000 lie thousands of fixed bins apart: 3 bins hold them, 2 gaps between."""
+    edges, counts, _ = ScoreSketch.of(np.array([-1.0, 1.0, 1.0, 1000.0]), np.zeros(4, bool), 200).histogram()
+    assert counts.tolist() == [1, 0, 2, 0, 1] and len(edges) == 6 and (np.diff(edges) > 0).all()
+    assert edges[0] <= -1.0 < edges[1] and edges[2] <= 1.0 < edges[3] and edges[4] <= 1000.0 < edges[5]

@@ -1,16 +1,20 @@
 """FedDQC ClientApp: score, filter and train on the client's own device.
 
 Message types:
-- `query.score`  (hierarchy start): load the global adapter, score the pool with the configured
-  scorer (IRA by default), keep the scores in `context.state` and the node-local progress file
-  (`app.client_progress`, read back after a SuperNode restart or a resume), reply count/min/max only.
-- `query.histogram`: reply bin counts of those scores on the server's shared edges.
+- `query.score`  (hierarchy start, only before the first lambda): load the global adapter, score
+  the pool with the configured scorer, keep the scores in `context.state` and the node-local
+  progress file (`app.client_progress`, read back after a SuperNode restart or a resume), reply
+  the count and the counts per fixed score bin (`selection.score_sketch`).
 - `query.identity`: reply the node's partition id (only when clients are sampled, for seeding).
 - `train`: pick this hierarchy's subset (top of the sorted, filtered pool) if not done yet,
-  train `local-steps`, reply adapter weights and scalar metrics. The pool is every row not
-  trained yet (Algorithm 1), rows under lambda included unless `filtered-rows = "drop"`.
+  scoring the pool first if no query did, train `local-steps`, reply adapter weights and scalar
+  metrics (and the bin counts when it scored). The pool is every row not trained yet
+  (Algorithm 1), rows under lambda included unless `filtered-rows = "drop"`.
 - `evaluate`: held-out loss on the client's clean validation split.
 Raw text, token ids and per-sample scores never leave the client.
+
+In deployment every message runs in a fresh process, so torch, transformers, peft and datasets
+are imported inside the handlers that need them: `query.identity` pays for flwr and numpy only.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import Dataset
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
+from feddqc_flwr.app.client_privacy import client_clipping_mod, noisy_counts
 from feddqc_flwr.app.client_progress import (
     ClientProgress,
     ProgressFile,
@@ -35,28 +40,17 @@ from feddqc_flwr.app.client_progress import (
     save_progress,
 )
 from feddqc_flwr.app.config import RunConfig, parse_run_config
-from feddqc_flwr.app.model_spec import spec_from_config
-from feddqc_flwr.app.results import client_local_dir, resolve_output_dir
-from feddqc_flwr.app.strategies.feddqc import REFERENCE_KEY
-from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.data.corruption import BASE_TYPES
+from feddqc_flwr.app.protocol import REFERENCE_KEY, SKETCH_KEY
+from feddqc_flwr.app.quiet import apply_console_mode
 from feddqc_flwr.data.spec import ClientData
-from feddqc_flwr.evaluation import heldout_loss
-from feddqc_flwr.llm.model import (
-    ModelBundle,
-    adapter_arrays,
-    arrays_are_finite,
-    load_model_bundle,
-    set_adapter_arrays,
-)
-from feddqc_flwr.llm.precision import resolve_score_dtype
-from feddqc_flwr.scoring.base import ScoringContext
-from feddqc_flwr.scoring.registry import get_scorer
 from feddqc_flwr.selection.hierarchy import select_stage
 from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_quality
-from feddqc_flwr.selection.threshold import local_histogram
-from feddqc_flwr.training.dynamics import append_round, response_probabilities
-from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
+from feddqc_flwr.selection.score_sketch import ScoreSketch
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from feddqc_flwr.llm.model import ModelBundle
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 app = ClientApp()
@@ -79,13 +73,19 @@ class ClientSetup:
 
 
 def _client_data(cfg: RunConfig, context: Context) -> ClientData:
+    from feddqc_flwr.data.client_data import load_client_data
+
     return load_client_data(cfg.data_spec, int(context.node_config["partition-id"]),
                             int(context.node_config["num-partitions"]))
 
 
 def _setup(msg: Message, context: Context) -> ClientSetup:
+    from feddqc_flwr.app.model_spec import spec_from_config
+    from feddqc_flwr.llm.model import load_model_bundle, set_adapter_arrays
+
     started = time.perf_counter()
     cfg = parse_run_config(context.run_config)
+    apply_console_mode(cfg.console)
     partition_id = int(context.node_config["partition-id"])
     data = _client_data(cfg, context)
     bundle = load_model_bundle(spec_from_config(cfg))
@@ -98,6 +98,8 @@ def _progress_file(context: Context, config: ConfigRecord, train: Dataset) -> Pr
 
     Keyed by the server's run key, not Flower's run id, so a resumed run (a new run id) finds it.
     """
+    from feddqc_flwr.app.results import resolve_output_dir
+
     lineage = RunLineage.from_config(config)
     if lineage is None:
         return None
@@ -106,8 +108,14 @@ def _progress_file(context: Context, config: ConfigRecord, train: Dataset) -> Pr
     return ProgressFile(path, lineage, int(context.run_id), int(config["server-round"]), train)
 
 
+def _keep_reference_rows(config: ConfigRecord, context: Context) -> None:
+    """Store the anchor rows a score query or a hierarchy's first train message carries."""
+    if REFERENCE_KEY in config:
+        context.state.config_records[REFERENCE_KEY] = ConfigRecord({"rows": config[REFERENCE_KEY]})
+
+
 def _reference_rows(context: Context) -> list[dict]:
-    """Anchor/validation rows the server sent with the last score query (nuggets, datainf)."""
+    """Anchor/validation rows the server sent last (nuggets, datainf)."""
     if REFERENCE_KEY not in context.state.config_records:
         return []
     return json.loads(str(context.state.config_records[REFERENCE_KEY]["rows"]))
@@ -115,6 +123,11 @@ def _reference_rows(context: Context) -> list[dict]:
 
 def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, context: Context) -> float:
     """Keep-scores (higher = better) of every pool sample with the current global adapter."""
+    from feddqc_flwr.app.results import client_local_dir
+    from feddqc_flwr.llm.precision import resolve_score_dtype
+    from feddqc_flwr.scoring.base import ScoringContext
+    from feddqc_flwr.scoring.registry import get_scorer
+
     started = time.perf_counter()
     cfg, bundle = setup.cfg, setup.bundle
     scoring = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template=cfg.prompt_template,
@@ -138,22 +151,36 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
     return time.perf_counter() - started
 
 
+def _sketch(setup: ClientSetup, progress: ClientProgress) -> ConfigRecord:
+    """Counts of the fresh scores per fixed bin, and of the synthetically corrupted rows among them.
+
+    With `dp-histogram-epsilon` every bin from the lowest to the highest non-empty one carries
+    Laplace noise (drawn from OS entropy, not the seed), so the set of non-empty bins stays hidden.
+    """
+    rows = setup.data.train.select(progress.scored_ids) if progress.scored_ids else None
+    flags = np.asarray(rows["is_bad"] if rows is not None else [], dtype=bool)
+    sketch = ScoreSketch.of(progress.score_array(), flags, setup.cfg.histogram_bins)
+    epsilon = setup.cfg.dp_histogram_epsilon
+    if epsilon:
+        rng = np.random.default_rng()
+        sketch = sketch.noisy(lambda counts, bad: noisy_counts(counts, bad, epsilon, rng))
+    return ConfigRecord(sketch.to_record())
+
+
 @app.query("score")
 def score(msg: Message, context: Context) -> Message:
-    """Re-score the not-yet-trained pool at a hierarchy start."""
+    """Re-score the not-yet-trained pool at a hierarchy start; reply the counts per fixed bin."""
     setup = _setup(msg, context)
     config = msg.content["config"]
-    if REFERENCE_KEY in config:
-        context.state.config_records[REFERENCE_KEY] = ConfigRecord({"rows": config[REFERENCE_KEY]})
+    _keep_reference_rows(config, context)
     store = _progress_file(context, config, setup.data.train)
     progress = load_progress(context.state, len(setup.data.train), store)
     seconds = _score_pool(setup, progress, int(config["hierarchy"]), context)
     save_progress(progress, context.state, store)
-    finite = progress.score_array()[np.isfinite(progress.score_array())]
-    metrics = {"count": int(finite.size), "seconds": seconds, "setup-seconds": setup.seconds,
-               "min": float(finite.min()) if finite.size else 0.0,
-               "max": float(finite.max()) if finite.size else 0.0}
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    metrics = {"count": int(np.isfinite(progress.score_array()).sum()), "seconds": seconds,
+               "setup-seconds": setup.seconds}
+    return Message(RecordDict({"metrics": MetricRecord(metrics), SKETCH_KEY: _sketch(setup, progress)}),
+                   reply_to=msg)
 
 
 @app.query("identity")
@@ -163,32 +190,9 @@ def identity(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-@app.query("histogram")
-def histogram(msg: Message, context: Context) -> Message:
-    """Counts of this client's fresh scores on the server's shared bin edges.
-
-    `bad-counts` counts the synthetically corrupted samples among them (all zero on real data),
-    so the server can measure selection quality without seeing any score.
-    """
-    config = msg.content["config"]
-    edges = np.asarray(config["edges"], dtype=np.float64)
-    data = _client_data(parse_run_config(context.run_config), context)
-    progress = load_progress(context.state, 0, _progress_file(context, config, data.train))
-    if progress.scored_stage != int(config["hierarchy"]):
-        reason = (f"partition {int(context.node_config['partition-id'])}: scores are from hierarchy "
-                  f"{progress.scored_stage}, not {int(config['hierarchy'])}; not sending stale counts")
-        log.warning(reason)
-        return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
-    scores = progress.score_array()
-    flags = np.asarray(data.train.select(progress.scored_ids)["is_bad"] if progress.scored_ids else [], dtype=bool)
-    metrics = {"counts": local_histogram(scores, edges).tolist(),
-               "bad-counts": local_histogram(scores[flags], edges).tolist()}
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
-
-
 def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, threshold: float,
                       context: Context) -> float:
-    """Pick this stage's training subset once; scores now if the stage query missed us."""
+    """Pick this stage's training subset once; scores now if no query did (or it missed us)."""
     seconds = 0.0
     if progress.scored_stage != stage:
         seconds = _score_pool(setup, progress, stage, context)
@@ -204,6 +208,8 @@ def _selection_quality(scores: np.ndarray, rows: Dataset, kept_share: float) -> 
     Flags exist only for synthetic corruption; on real data, or with no scores, every value is
     NaN. The keys are the same in every reply, as Flower's strategies require.
     """
+    from feddqc_flwr.data.corruption import BASE_TYPES
+
     quality = selection_quality(scores, rows["is_bad"], kept_share) if len(scores) else {}
     by_type = quality_by_type(scores, rows["is_bad"], rows["bad_type"], kept_share) if len(scores) else {}
     out = {key.replace("_", "-"): float(quality.get(key, np.nan))
@@ -246,6 +252,9 @@ def _baseline_metrics(setup: ClientSetup) -> dict[str, float]:
 
 def _record_dynamics(setup: ClientSetup, context: Context, server_round: int) -> None:
     """Per-sample response probabilities under the received global adapter, kept node-local."""
+    from feddqc_flwr.app.results import client_local_dir
+    from feddqc_flwr.training.dynamics import append_round, response_probabilities
+
     cfg = setup.cfg
     probs = response_probabilities(setup.bundle, setup.data.train, template=cfg.prompt_template,
                                    max_length=cfg.max_length, batch_size=cfg.score_batch_size)
@@ -257,42 +266,53 @@ def aggregation_weight(mode: str, dataset_rows: int, stage_rows: int) -> int:
     """`num-examples`, the reply's weight in Flower's aggregate (`aggregation-weight`).
 
     `dataset`: the client's whole training set, as FedDQC's and OpenFedLLM's code weight by
-    `len(local_dataset)` fixed before selection; `stage`: the rows trained this round. Zero when
-    nothing was trained, so that the strategy leaves the unchanged adapter out.
+    `len(local_dataset)` fixed before selection; `stage`: the rows trained this round; `uniform`: 1,
+    the equal weights DP's noise scale assumes. Zero when nothing was trained, so that the strategy
+    leaves the unchanged adapter out.
     """
     if stage_rows == 0:
         return 0
+    if mode == "uniform":
+        return 1
     return dataset_rows if mode == "dataset" else stage_rows
 
 
-@app.train()
+@app.train(mods=[client_clipping_mod])  # clips only under a client-side dp-mode
 def train(msg: Message, context: Context) -> Message:
     """Train the global adapter on this hierarchy's subset and send the update back."""
+    from feddqc_flwr.llm.model import adapter_arrays, arrays_are_finite, model_load_counts
+    from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
+
     setup = _setup(msg, context)
     cfg, round_cfg = setup.cfg, msg.content["config"]
     server_round = int(round_cfg["server-round"])
     if cfg.data_map:
         _record_dynamics(setup, context, server_round)
     score_seconds = 0.0
+    extra: dict[str, ConfigRecord] = {}  # the bin counts, when this message scored the pool
     if cfg.method == "feddqc":
         stage, threshold = int(round_cfg["hierarchy"]), float(round_cfg["lambda"])
+        _keep_reference_rows(round_cfg, context)
         store = _progress_file(context, round_cfg, setup.data.train)
         progress = load_progress(context.state, len(setup.data.train), store)
         if progress.selected_stage != stage:
+            scores_now = progress.scored_stage != stage
             score_seconds = _select_for_stage(setup, progress, stage, threshold, context)
             save_progress(progress, context.state, store)
+            if scores_now:
+                extra[SKETCH_KEY] = _sketch(setup, progress)
         rows = setup.data.train.select(progress.stage_train)
         metrics = _quality_metrics(setup, progress, threshold)
     else:
         rows = setup.data.train
         metrics = _baseline_metrics(setup)
-    metrics.update({"score-seconds": score_seconds, "setup-seconds": setup.seconds,
+    metrics.update({"score-seconds": score_seconds, "setup-seconds": setup.seconds, **model_load_counts(),
                     "num-examples": aggregation_weight(cfg.aggregation_weight, len(setup.data.train), len(rows))})
     started = time.perf_counter()
     if len(rows) == 0:
         log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)
         metrics.update({"train-loss": float("nan"), "train-prox": float("nan"), "train-seconds": 0.0})
-        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics)}),
+        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics), **extra}),
                        reply_to=msg)
     result = train_adapter(setup.bundle.model, setup.bundle.tokenizer, list(rows), LocalTrainConfig(
         steps=cfg.local_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
@@ -308,12 +328,14 @@ def train(msg: Message, context: Context) -> Message:
         return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
     metrics.update({"train-loss": result.loss, "train-prox": result.prox,
                     "train-seconds": time.perf_counter() - started})
-    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), **extra}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Held-out loss of the global adapter on this client's clean validation split."""
+    from feddqc_flwr.evaluation import heldout_loss
+
     setup = _setup(msg, context)
     loss = heldout_loss(setup.bundle, list(setup.data.valid), template=setup.cfg.prompt_template,
                         max_length=setup.cfg.max_length, batch_size=setup.cfg.score_batch_size)

@@ -31,13 +31,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from datasets import Dataset
 from flwr.app import ConfigRecord, RecordDict
 
 from feddqc_flwr.selection.hierarchy import StageSelection
+
+if TYPE_CHECKING:  # a model-free message must not import datasets
+    from datasets import Dataset
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 

@@ -21,8 +21,11 @@ THRESHOLD_MODES = ("lambda", "retention")
 FILTERED_ROWS = ("rescore", "drop")  # Algorithm 1 re-scores rows under lambda at the next stage; drop = for good
 LAMBDA_SCORERS = ("ira", "ira-sum")  # scorers whose raw score is on an absolute scale ira-lambda can name
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
-# A reply's weight in the aggregate: the client's training rows (FedDQC/OpenFedLLM code) or its stage's rows
-AGGREGATION_WEIGHTS = ("dataset", "stage")
+# A reply's weight in the aggregate: the client's training rows (FedDQC/OpenFedLLM code), its stage's rows,
+# or 1 per client that trained (equal weights: what the DP noise scale z·C/n assumes)
+AGGREGATION_WEIGHTS = ("dataset", "stage", "uniform")
+# Flower's central-DP wrappers around the aggregation rule: clipping on the server or the clients, fixed or adaptive
+DP_MODES = ("none", "server-fixed", "server-adaptive", "client-fixed", "client-adaptive")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCORE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # = precision.resolve_score_dtype
@@ -31,6 +34,8 @@ TEMPLATES = ("alpaca", "chat")
 PARTITIONERS = ("iid", "dirichlet", "quality", "natural")
 CORRUPT_TYPES = ("none", "swap", "delete", "cut", "substitute", "noisy", "mixture")
 EVAL_METRICS = ("loss", "choice", "generation", "similarity", "judge")  # = evaluation.suite
+CONSOLE_MODES = ("progress", "verbose")  # = app.quiet
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # = app.tracking; "none" turns tracking off
 
 
 class ConfigError(ValueError):
@@ -49,6 +54,7 @@ class RunConfig:
     min_train_nodes: int
     fraction_evaluate: float
     round_timeout: float
+    reply_poll_interval: float
     min_train_replies: int
     scorer: str
     reference_rows: int
@@ -87,6 +93,14 @@ class RunConfig:
     fedopt_beta1: float
     fedopt_beta2: float
     fedopt_tau: float
+    dp_mode: str
+    dp_clipping_norm: float
+    dp_noise_multiplier: float
+    dp_num_sampled_clients: int
+    dp_target_clipped_quantile: float
+    dp_clip_norm_lr: float
+    dp_clipped_count_stddev: float
+    dp_histogram_epsilon: float
     dataset: str
     field_map: str
     partitioner: str
@@ -107,6 +121,8 @@ class RunConfig:
     seed: int
     split_seed: int
     data_map: bool
+    console: str
+    tracking: str
     output_dir: str
     resume_from: str
 
@@ -129,6 +145,12 @@ class RunConfig:
             seed=self.seed,
             split_seed=None if self.split_seed < 0 else self.split_seed,
         )
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """`tracking` as a tuple of tracker names; () for "none"."""
+        names = tuple(t.strip() for t in self.tracking.split(",") if t.strip())
+        return () if names == ("none",) else names
 
     @property
     def eval_metric_names(self) -> tuple[str, ...]:
@@ -242,9 +264,12 @@ def _validate(cfg: RunConfig) -> None:
     _in_range("valid-fraction", cfg.valid_fraction, 0.0, 0.9)
     _in_range("test-fraction", cfg.test_fraction, 0.0, 0.9)
     _validate_evaluation(cfg)
+    _validate_output(cfg)
+    _validate_privacy(cfg)
     _in_range("lr-max", cfg.lr_max, 0.0, 1.0, lo_open=True)
     _in_range("lr-min", cfg.lr_min, 0.0, cfg.lr_max)
     _in_range("round-timeout", cfg.round_timeout, 0.0, 7 * 24 * 3600.0, lo_open=True)
+    _in_range("reply-poll-interval", cfg.reply_poll_interval, 0.0, 60.0, lo_open=True)
     if cfg.rater_url and not cfg.rater_model:
         raise ConfigError(f"run config 'rater-url' = {cfg.rater_url!r} needs 'rater-model' (the served model name)")
     if cfg.resume_from != cfg.resume_from.strip():
@@ -282,3 +307,45 @@ def _validate_evaluation(cfg: RunConfig) -> None:
     if "judge" in names and not (cfg.judge_url.strip() and cfg.judge_model.strip()):
         raise ConfigError("run config 'eval-metrics' includes 'judge': set 'judge-url' (an OpenAI-compatible "
                           "endpoint, e.g. http://localhost:8000/v1) and 'judge-model'")
+
+
+def _validate_privacy(cfg: RunConfig) -> None:
+    """The DP keys, checked whether or not `dp-mode` uses them, so a preset never hides a bad value."""
+    _choice("dp-mode", cfg.dp_mode, DP_MODES)
+    if cfg.dp_clipping_norm <= 0:
+        raise ConfigError(f"run config 'dp-clipping-norm' = {cfg.dp_clipping_norm}: must be > 0")
+    if cfg.dp_noise_multiplier < 0:
+        raise ConfigError(f"run config 'dp-noise-multiplier' = {cfg.dp_noise_multiplier}: must be >= 0")
+    if cfg.dp_num_sampled_clients < 1:
+        raise ConfigError(f"run config 'dp-num-sampled-clients' = {cfg.dp_num_sampled_clients}: must be >= 1")
+    _in_range("dp-target-clipped-quantile", cfg.dp_target_clipped_quantile, 0.0, 1.0)
+    if cfg.dp_clip_norm_lr <= 0:
+        raise ConfigError(f"run config 'dp-clip-norm-lr' = {cfg.dp_clip_norm_lr}: must be > 0")
+    if cfg.dp_clipped_count_stddev < 0:
+        raise ConfigError(f"run config 'dp-clipped-count-stddev' = {cfg.dp_clipped_count_stddev}: must be >= 0 "
+                          "(0 = dp-num-sampled-clients/20, Flower's default)")
+    if cfg.dp_histogram_epsilon < 0:
+        raise ConfigError(f"run config 'dp-histogram-epsilon' = {cfg.dp_histogram_epsilon}: must be >= 0 "
+                          "(0 = exact counts, no noise)")
+    if cfg.dp_mode.endswith("-adaptive") and cfg.dp_noise_multiplier > 0:
+        # Andrew et al.: the clipped-count noise takes part of the budget, z_eff = (z^-2 - (2·σ_b)^-2)^-1/2
+        stddev = cfg.dp_clipped_count_stddev or cfg.dp_num_sampled_clients / 20
+        if cfg.dp_noise_multiplier >= 2 * stddev:
+            raise ConfigError(
+                f"run config 'dp-noise-multiplier' = {cfg.dp_noise_multiplier}: with dp-mode = {cfg.dp_mode!r} it "
+                f"must be below 2 x 'dp-clipped-count-stddev' = {2 * stddev:g} (0 there means "
+                f"dp-num-sampled-clients/20); raise 'dp-clipped-count-stddev' or lower the noise multiplier")
+    if cfg.dp_mode.startswith("client-") and cfg.transport_dtype != "float32":
+        raise ConfigError(
+            f"run config 'dp-mode' = {cfg.dp_mode!r} clips on the clients in the wire dtype, and "
+            f"'transport-dtype' = {cfg.transport_dtype!r} rounding can push a clipped update past the clipping "
+            "norm: use transport-dtype = 'float32' or a server-side dp-mode")
+
+
+def _validate_output(cfg: RunConfig) -> None:
+    _choice("console", cfg.console, CONSOLE_MODES)
+    if not cfg.trackers and cfg.tracking.strip() != "none":
+        raise ConfigError(f"run config 'tracking' = {cfg.tracking!r}: give a comma list of {', '.join(TRACKERS)}, "
+                          "or none")
+    for name in cfg.trackers:
+        _choice("tracking", name, TRACKERS)

@@ -8,7 +8,8 @@ Layout of one run directory:
     adapters/last         PEFT adapter after the last completed round, with state.json (round, lambda,
                           run config, the clients' progress lineage) and optimizer.npz (FedOpt moments,
                           FedAvgM momentum): what `resume-from` continues from
-    summary.json          final metrics, timings, paths
+    summary.json          final metrics, timings, paths, the verdict (app.verdict)
+    events.out.tfevents.* TensorBoard scalars of every record (app.tracking, tracking = "tensorboard")
 
 Clients write node-local files (the data map's per-sample probabilities) under
 <output-dir>/client-local/run-<run id>/ on their own machine; config.json records the run id so
@@ -45,9 +46,9 @@ CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
 # data, the selection, the schedule or the training, so it must equal the checkpoint's (a key
 # added to the app later is checked too).
 RESUME_MAY_CHANGE = frozenset({
-    "resume-from", "output-dir", "round-timeout", "min-train-replies", "min-train-nodes", "fraction-evaluate",
-    "eval-samples", "eval-metrics", "eval-max-new-tokens", "judge-url", "judge-model", "rater-url",
-    "score-batch-size", "gradient-checkpointing", "data-map",
+    "resume-from", "output-dir", "round-timeout", "reply-poll-interval", "min-train-replies", "min-train-nodes",
+    "fraction-evaluate", "eval-samples", "eval-metrics", "eval-max-new-tokens", "judge-url", "judge-model", "rater-url",
+    "score-batch-size", "gradient-checkpointing", "data-map", "console", "tracking",
 })
 PACKAGES = ("flwr", "torch", "transformers", "peft", "datasets", "flwr-datasets", "numpy")
 

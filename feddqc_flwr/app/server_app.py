@@ -15,6 +15,9 @@ from flwr.serverapp import Grid, ServerApp
 from feddqc_flwr.app.client_progress import RunLineage
 from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.app.model_spec import load_server_bundle
+from feddqc_flwr.app.polling_grid import PollingGrid
+from feddqc_flwr.app.progress import RunProgress
+from feddqc_flwr.app.quiet import apply_console_mode
 from feddqc_flwr.app.results import (
     Checkpoint,
     RunRecorder,
@@ -25,7 +28,8 @@ from feddqc_flwr.app.results import (
 )
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
-from feddqc_flwr.app.strategies.hierarchy_report import format_hierarchy_report, hierarchy_report
+from feddqc_flwr.app.strategies.hierarchy_report import hierarchy_report
+from feddqc_flwr.app.strategies.privacy import privacy_report, with_privacy
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.evaluation import evaluate_rows
 from feddqc_flwr.evaluation.choices import closed_answer_set
@@ -99,9 +103,9 @@ class RoundEnd:
     """
 
     def __init__(self, cfg: RunConfig, bundle: ModelBundle, strategy: FedDQCStrategy,
-                 recorder: RunRecorder, sets: ServerRows, closed_set: tuple[str, ...]) -> None:
+                 recorder: RunRecorder, sets: ServerRows, closed_set: tuple[str, ...], progress: RunProgress) -> None:
         self.cfg, self.bundle, self.strategy = cfg, bundle, strategy
-        self.recorder, self.sets, self.closed_set = recorder, sets, closed_set
+        self.recorder, self.sets, self.closed_set, self.progress = recorder, sets, closed_set, progress
         self.last_eval: dict[str, float] = {}
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -115,19 +119,21 @@ class RoundEnd:
         self.last_eval = metrics
         if server_round == self.strategy.round_offset:
             resumed = {"resumed_from": self.cfg.resume_from} if self.cfg.resume_from else {}
-            self.recorder.write_round({"server_round": server_round, "server_eval": metrics,
-                                       "time": time.time(), **resumed})
+            self._write({"server_round": server_round, "server_eval": metrics, "time": time.time(), **resumed})
             return MetricRecord(metrics) if metrics else None
-        self.recorder.write_round(round_record(self.strategy.rounds[server_round], metrics))
+        self._write(round_record(self.strategy.rounds[server_round], metrics))
         cfg = self.cfg
         if cfg.method == "feddqc" and is_hierarchy_end(server_round, cfg.num_server_rounds, cfg.stages):
             stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.stages)
             self.bundle.model.save_pretrained(self.recorder.adapter_dir(f"hierarchy-{stage}"))
-            report = [h for h in hierarchy_report(self.strategy.rounds) if h["hierarchy"] == stage]
-            log.info("hierarchy %d done:\n%s", stage, format_hierarchy_report(report))
         state = checkpoint_state(cfg, server_round, self.strategy.threshold, self.strategy.lineage)
         self.recorder.save_checkpoint(self.bundle.model, state, self.strategy.optimizer_state())
         return MetricRecord(metrics) if metrics else None
+
+    def _write(self, record: dict) -> None:
+        """metrics.jsonl first, then the console line and the trackers, from the same record."""
+        self.recorder.write_round(record)
+        self.progress.record(record)
 
 
 def run_lineage(cfg: RunConfig, run_name: str, run_id: int, checkpoint: Checkpoint | None) -> RunLineage:
@@ -143,11 +149,12 @@ def run_lineage(cfg: RunConfig, run_name: str, run_id: int, checkpoint: Checkpoi
 def main(grid: Grid, context: Context) -> None:
     """Run FedDQC (or plain FedAvg with method=fedavg) for num-server-rounds."""
     cfg = parse_run_config(context.run_config)
+    apply_console_mode(cfg.console)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     sets, closed_set = server_eval_sets(cfg)
     bundle = load_server_bundle(cfg, evaluates=bool(sets.test or sets.valid))  # no GPU needed
-    strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, sets.reference)
+    strategy = FedDQCStrategy(with_privacy(build_base_strategy(cfg), cfg), cfg, sets.reference)
     initial_arrays = adapter_arrays(bundle.model)
     checkpoint = None
     if cfg.resume_from:
@@ -159,9 +166,11 @@ def main(grid: Grid, context: Context) -> None:
                  checkpoint.threshold)
     recorder = RunRecorder(cfg, output_root(cfg), context.run_id)
     strategy.lineage = run_lineage(cfg, recorder.run_dir.name, context.run_id, checkpoint)
-    round_end = RoundEnd(cfg, bundle, strategy, recorder, sets, closed_set)
+    progress = RunProgress(cfg, recorder.run_dir)
+    progress.start(len(split_source(cfg.data_spec).pool), len(sets.valid), len(sets.test))
+    round_end = RoundEnd(cfg, bundle, strategy, recorder, sets, closed_set, progress)
     result = strategy.start(
-        grid=grid,
+        grid=PollingGrid(grid, cfg.reply_poll_interval),  # every round trip, Flower's own included
         initial_arrays=initial_arrays,
         num_rounds=cfg.num_server_rounds - strategy.round_offset,
         timeout=cfg.round_timeout,
@@ -174,6 +183,7 @@ def main(grid: Grid, context: Context) -> None:
     bundle.model.save_pretrained(final_dir)
     last_train = strategy.rounds[cfg.num_server_rounds].train if strategy.rounds else {}
     hierarchies = hierarchy_report(strategy.rounds) if cfg.method == "feddqc" else []
+    verdict = progress.verdict(time.time() - recorder.started)
     summary_path = recorder.write_summary({
         "final_adapter": str(final_dir),
         "metrics": str(recorder.metrics_path),
@@ -187,10 +197,11 @@ def main(grid: Grid, context: Context) -> None:
         "missing_replies": sum(r.missing for r in strategy.rounds.values()),
         "rounds_not_aggregated": [r.server_round for r in strategy.rounds.values() if not r.aggregated],
         "resumed_from": cfg.resume_from or None,
+        "privacy": privacy_report(cfg, strategy.base),
+        "verdict": verdict,
     })
-    if hierarchies:
-        log.info("selection per hierarchy (corrupted shares from the synthetic flags):\n%s",
-                 format_hierarchy_report(hierarchies))
+    tensorboard = f"\n  TensorBoard: tensorboard --logdir {recorder.run_dir}" if "tensorboard" in cfg.trackers else ""
     message = (f"FedDQC run finished.\n  adapter (PEFT): {final_dir}\n  metrics: {recorder.metrics_path}\n"
-               f"  summary: {summary_path}")
+               f"  summary: {summary_path}{tensorboard}")
     log.info(message)
+    progress.finish(verdict)

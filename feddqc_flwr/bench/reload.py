@@ -6,7 +6,8 @@ Python start, the imports, the client's data and the base model + LoRA. In simul
 actor keeps `load_model_bundle`'s cache, so a message only overwrites the adapter.
 
 - cold: a fresh interpreter does exactly a `train` message's set-up (imports of the ClientApp
-  module, `load_client_data`, `load_model_bundle`), timed inside and as the process's wall time;
+  module and of what its train handler imports, `load_client_data`, `load_model_bundle`), timed
+  inside and as the process's wall time;
 - warm: the same set-up in this process after the first load (cache hit + `set_adapter_arrays`).
 """
 
@@ -28,7 +29,9 @@ from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle, set_adapter
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
-import feddqc_flwr.app.client_app  # everything a ClientApp process imports (flwr, torch, transformers, peft, datasets)
+import feddqc_flwr.app.client_app  # flwr and numpy: the handlers import the rest when they need it
+import feddqc_flwr.data.client_data, feddqc_flwr.llm.model, feddqc_flwr.scoring.registry  # what a train message
+import feddqc_flwr.training.local_sft  # imports on top (torch, transformers, peft, datasets)
 imported = time.perf_counter()
 from feddqc_flwr.app.config import parse_run_config
 from feddqc_flwr.data.client_data import load_client_data

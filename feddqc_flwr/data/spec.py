@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from datasets import Dataset
+if TYPE_CHECKING:  # parsing a run config must not import datasets (pyarrow, pandas)
+    from datasets import Dataset
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,17 @@ def load_model_bundle(spec: ModelSpec) -> ModelBundle:
     return ModelBundle(model=model, tokenizer=tokenizer, device=device)
 
 
+def model_load_counts() -> dict[str, int]:
+    """Real loads and cache hits of `load_model_bundle` in this process.
+
+    A client reports them so a deployment shows whether its model stayed resident: a stock
+    SuperNode starts a process per message (1 load, 0 reuses every time), a resident executor
+    loads once and then reuses.
+    """
+    info = load_model_bundle.cache_info()
+    return {"model-loads": info.misses, "model-reuses": info.hits}
+
+
 @functools.lru_cache(maxsize=1)
 def load_adapter_bundle(spec: ModelSpec) -> ModelBundle:
     """LoRA on a weightless (meta-device) base: the initial adapter, checkpoints and saving.

@@ -32,3 +32,20 @@ def selection_at_threshold(clean: np.ndarray, bad: np.ndarray, edges: np.ndarray
         "removal-precision": float(removed_bad / removed) if removed else nan,
         "removal-recall": float(removed_bad / bad.sum()) if bad.sum() else nan,
     }
+
+
+def histogram_summary(edges: np.ndarray, counts: np.ndarray, bad: np.ndarray,
+                      threshold: float | None) -> dict[str, float]:
+    """Global score quantiles (bin centres), the share at or above lambda and, when corruption
+    flags exist, AUROC and the kept/removed quality at lambda."""
+    centers = (edges[:-1] + edges[1:]) / 2
+    cdf = np.cumsum(counts) / max(1, counts.sum())
+    out = {f"score-q{int(q * 100)}": float(centers[min(len(centers) - 1, np.searchsorted(cdf, q))])
+           for q in (0.1, 0.5, 0.9)}
+    if threshold is not None:
+        out["share-above-lambda"] = float(counts[edges[:-1] >= threshold].sum() / max(1, counts.sum()))
+    if bad.sum():
+        out["auroc"] = histogram_auroc(counts - bad, bad)
+        if threshold is not None:
+            out.update(selection_at_threshold(counts - bad, bad, edges, threshold))
+    return out

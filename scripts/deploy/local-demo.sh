@@ -7,6 +7,7 @@
 # Works in a scratch folder (WORK, default a new temp dir) with its own FLWR_HOME, so your
 # ~/.flwr is untouched. "tls" also creates a CA, a server certificate and node keys, starts the
 # SuperLink with --enable-supernode-auth and registers the nodes. Logs: $WORK/logs/.
+# RESIDENT=1 runs each node's ClientApps in a resident executor (see supernode.sh).
 set -euo pipefail
 mode=${1:-insecure}
 nodes=${2:-2}
@@ -41,7 +42,7 @@ fi
 pids+=($!)
 wait_port "$port"
 for i in $(seq 0 $((nodes - 1))); do
-  node_env=(SUPERLINK="127.0.0.1:$port" RUNTIME_PORT=$((port + 100 + i)) THREADS="$threads")
+  node_env=(SUPERLINK="127.0.0.1:$port" RUNTIME_PORT=$((port + 100 + i)) THREADS="$threads" RESIDENT="${RESIDENT:-0}")
   if [ "$mode" = tls ]; then
     bash "$here/register-nodes.sh" demo "$work/keys/node-$i.pub"
     node_env+=(CA="$work/certs/ca.crt" KEY="$work/keys/node-$i")

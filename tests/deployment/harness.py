@@ -85,10 +85,10 @@ class Deployment:
             '[superlink]\ndefault = "dep"\n\n'
             f'[superlink.dep]\naddress = "127.0.0.1:{self.port}"\n{security}\n')
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                start_new_session=True)
+        proc = subprocess.Popen(args, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=self.root, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -115,6 +115,14 @@ class Deployment:
         if key is not None:
             args += ["--auth-supernode-private-key", str(key)]
         return self._spawn(name or f"supernode-{partition}", args)
+
+    def start_resident_supernode(self, partition: int, partitions: int, name: str | None = None) -> subprocess.Popen:
+        """`RESIDENT=1 scripts/deploy/supernode.sh`: a SuperNode whose ClientApps run in feddqc-executor."""
+        env = {"SUPERLINK": f"127.0.0.1:{self.port}", "RUNTIME_PORT": str(free_port()), "RESIDENT": "1",
+               "THREADS": "1", "PYTHON": sys.executable}
+        args = ["bash", str(REPO / "scripts/deploy/supernode.sh"), str(partition), str(partitions),
+                "--max-retries", "10", "--max-wait-time", "120"]
+        return self._spawn(name or f"supernode-{partition}", args, env)
 
     def flwr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True,

@@ -1,8 +1,8 @@
 """What a ClientApp sends: every reply of the protocol, inspected on the wire format.
 
-The ClientApp is driven in-process with the messages the server sends (score query, histogram
-query, train, evaluate), so every reply can be serialized exactly as the SuperNode does and
-searched for the client's text and token ids.
+The ClientApp is driven in-process with the messages the server sends (score query, train,
+evaluate), so every reply can be serialized exactly as the SuperNode does and searched for the
+client's text and token ids.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from flwr.common.serde import message_to_proto
 
 from feddqc_flwr.app.config import parse_run_config
 from feddqc_flwr.app.model_spec import spec_from_config
+from feddqc_flwr.app.protocol import SKETCH_KEY
 from feddqc_flwr.data.client_data import load_client_data
 from feddqc_flwr.llm.model import adapter_arrays, cast_arrays, load_model_bundle
 from feddqc_flwr.training.local_sft import encode_for_training
@@ -56,9 +57,10 @@ def test_no_text_or_token_ids_leave_the_client(client) -> None:
     context, arrays = client
     config = ConfigRecord({"server-round": 1, "hierarchy": 1})
     replies = {"query.score": deliver(context, "query.score", RecordDict({"arrays": arrays, "config": config}))}
-    edges = ConfigRecord({"server-round": 1, "hierarchy": 1, "edges": np.linspace(-5, 5, BINS + 1).tolist()})
-    replies["query.histogram"] = deliver(context, "query.histogram", RecordDict({"config": edges}))
     replies["train"] = _train(context, arrays, lr=1e-3)
+    fresh = Context(run_id=1, node_id=7, node_config=dict(context.node_config), state=RecordDict(),
+                    run_config=dict(context.run_config))
+    replies["train (scores inside)"] = _train(fresh, arrays, lr=1e-3)  # no score query: lambda already known
     replies["evaluate"] = deliver(context, "evaluate", RecordDict({"arrays": arrays, "config": ConfigRecord()}))
 
     texts = _client_texts(context)
@@ -71,24 +73,26 @@ def test_no_text_or_token_ids_leave_the_client(client) -> None:
     for kind, reply in replies.items():
         assert not reply.has_error(), (kind, reply.error)
         content = reply.content
-        assert not content.config_records, kind  # clients send no free-form config back
+        # clients send no free-form config back: only integer bin counts of fresh scores, when they scored
+        scored = kind in ("query.score", "train (scores inside)")
+        assert set(content.config_records) == ({SKETCH_KEY} if scored else set()), kind
+        for key, value in content.config_records.get(SKETCH_KEY, {}).items():
+            assert key in ("bins", "counts", "bad-counts") and all(type(v) is int for v in value), (kind, key)
         for record in content.array_records.values():
             assert set(record) == set(arrays), kind  # exactly the LoRA adapter tensors
             assert all(a.dtype == "float32" for a in record.values()), kind
         for record in content.metric_records.values():
             for key, value in record.items():
-                if isinstance(value, list):  # only histogram counts: one per bin, summing to the pool
-                    assert kind == "query.histogram" and key in ("counts", "bad-counts") and len(value) == BINS
-                else:
-                    assert isinstance(value, int | float) and not isinstance(value, bool), (kind, key)
+                assert isinstance(value, int | float) and not isinstance(value, bool), (kind, key)
         wire = message_to_proto(reply).SerializeToString()
         for text in texts:
             assert text.encode() not in wire, (kind, text)
         for ids in token_rows:  # no run of 8 token ids, in any integer encoding numpy could use
             for dtype in ("<i8", "<i4", "<f4"):
                 assert np.asarray(ids[:8], dtype=dtype).tobytes() not in wire, (kind, dtype)
-    counts = replies["query.histogram"].content["metrics"]["counts"]
-    assert sum(counts) == replies["query.score"].content["metrics"]["count"]  # every fresh score in one bin
+    for kind in ("query.score", "train (scores inside)"):  # every fresh score in one bin
+        counts = replies[kind].content[SKETCH_KEY]["counts"]
+        assert sum(counts) == replies["query.score"].content["metrics"]["count"] > 0, kind
 
 
 def test_nan_training_replies_an_error_not_weights(client) -> None:

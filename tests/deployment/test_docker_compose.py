@@ -1,20 +1,53 @@
-"""The compose files: `docker compose config` when the client exists, else a structural check.
+"""The compose files: always checked against the Compose Specification's JSON schema, and with
+`docker compose config` where the Docker client has the compose plugin.
 
-Images cannot be built in CI without a Docker engine; `docker compose config` only needs the
-client. The structural test always runs and pins the flwr 1.41 flags the services rely on.
+Images cannot be built in CI without a Docker engine, and CI has no compose plugin; the schema
+check (check-jsonschema's vendored compose-spec schema, installed with the test extra) needs
+neither, so a broken compose file fails CI. The structural test pins the flwr 1.41 flags the
+services rely on.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
-OVERLAYS = [["compose.yml"], ["compose.yml", "with-tls.yml"], ["compose.yml", "with-gpu.yml"]]
+OVERLAYS = [["compose.yml"], ["compose.yml", "with-tls.yml"], ["compose.yml", "with-gpu.yml"],
+            ["compose.yml", "with-resident.yml"]]
+
+COMPOSE_FILES = sorted(DOCKER.glob("*.yml"))
+
+
+def _schema_errors(*paths: Path) -> str:
+    """check-jsonschema's report on `paths` against the compose-spec schema; "" when all are valid."""
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                           *map(str, paths)], capture_output=True, text=True, timeout=120)
+    return "" if proc.returncode == 0 else proc.stdout + proc.stderr
+
+
+def test_every_compose_file_matches_the_compose_spec_schema() -> None:
+    assert {p.name for p in COMPOSE_FILES} >= {"compose.yml", "with-tls.yml", "with-gpu.yml"}
+    assert _schema_errors(*COMPOSE_FILES) == ""
+
+
+@pytest.mark.parametrize(("old", "new", "error"), [
+    ("    command:\n      - --insecure\n      - --isolation", "    comand:\n      - --insecure\n      - --isolation",
+     "'comand' was unexpected"),
+    ('    ports:\n      - "${SUPERLINK_PORT:-8000}:8000"', '    ports: "${SUPERLINK_PORT:-8000}:8000"',
+     "is not of type 'array'"),
+], ids=["misspelled-key", "ports-not-a-list"])
+def test_a_broken_compose_file_is_rejected(old: str, new: str, error: str, tmp_path: Path) -> None:
+    text = (DOCKER / "compose.yml").read_text()
+    assert text.count(old) == 1
+    broken = tmp_path / "compose.yml"
+    broken.write_text(text.replace(old, new))
+    assert error in _schema_errors(broken)
 
 
 def _compose_missing() -> str | None:
@@ -29,12 +62,13 @@ def _compose_missing() -> str | None:
 
 def _secrets(folder: Path) -> None:
     """Placeholder files for the TLS overlay's secrets (config checks that they exist)."""
-    for name in ("certs/ca.crt", "certs/server.pem", "certs/server.key", "keys/supernode-1", "keys/supernode-2"):
+    for name in ("certs/ca.crt", "certs/server.pem", "certs/server.key", "keys/supernode-1", "keys/supernode-2",
+                 "superexec-secret"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).touch()
 
 
-@pytest.mark.parametrize("files", OVERLAYS, ids=["base", "tls", "gpu"])
+@pytest.mark.parametrize("files", OVERLAYS, ids=["base", "tls", "gpu", "resident"])
 def test_docker_compose_config_is_valid(files: list[str], tmp_path: Path) -> None:
     reason = _compose_missing()
     if reason:
@@ -70,3 +104,9 @@ def test_compose_services_use_current_flower_flags() -> None:
         assert {"--root-certificates", "--auth-supernode-private-key"} <= set(tls[f"supernode-{i}"]["command"])
     gpu = _load("with-gpu.yml")["services"]
     assert all(gpu[f"superexec-clientapp-{i}"]["deploy"]["resources"]["reservations"]["devices"] for i in (1, 2))
+    resident = _load("with-resident.yml")["services"]
+    for i in (1, 2):
+        node, executor = resident[f"supernode-{i}"]["command"], resident[f"superexec-clientapp-{i}"]
+        assert node[node.index("--host") + 1] == "127.0.0.1" and node[node.index("--isolation") + 1] == "process"
+        assert executor["entrypoint"] == ["feddqc-executor"] and executor["network_mode"] == f"service:supernode-{i}"
+        assert "--superexec-auth-secret-file" in node and "--superexec-auth-secret-file" in executor["command"]

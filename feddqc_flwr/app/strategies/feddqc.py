@@ -1,9 +1,13 @@
 """The FedDQC strategy: round config and global thresholds around any FedAvg-family rule.
 
 It wraps one of Flower's strategies (which does the LoRA aggregation) and adds, per round, the
-learning rate (cosine by round), the hierarchy index, the re-score flag and lambda. At the first
-round of each hierarchy it asks every connected client to re-score its pool with the current
-global adapter and to report a histogram, and turns that into lambda (see selection.threshold).
+learning rate (cosine by round), the hierarchy index, the re-score flag and lambda. Before the
+first lambda exists (threshold-mode = retention) the first round of a hierarchy starts with one
+query: every connected client re-scores its pool with the current global adapter and replies
+its counts on fixed bins (selection.score_sketch), which the server turns into lambda. With a
+lambda (given, or calibrated at an earlier hierarchy) there is no query: each client re-scores
+inside its first train message of the hierarchy and sends the counts with its reply, for the
+global histogram in the metrics.
 Replies that carry no examples or non-finite weights are left out of the aggregate and logged;
 failed or missing replies (a node that died) are logged, and a round with fewer than
 `min-train-replies` usable replies keeps the previous global adapter.
@@ -19,24 +23,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from feddqc_flwr.app.client_progress import RunLineage
 from feddqc_flwr.app.config import RunConfig
+from feddqc_flwr.app.protocol import REFERENCE_KEY, SCORE_QUERY, SKETCH_KEY
 from feddqc_flwr.app.strategies.node_order import SeededSampling
+from feddqc_flwr.app.strategies.privacy import aggregation_rule, check_sampled, load_privacy_state, privacy_state
 from feddqc_flwr.app.strategies.update_similarity import cosine_matrix, flat_update
 from feddqc_flwr.llm.model import arrays_are_finite, cast_arrays
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
-from feddqc_flwr.selection.histogram_metrics import histogram_auroc, selection_at_threshold
-from feddqc_flwr.selection.threshold import lambda_for_retention, shared_edges
+from feddqc_flwr.selection.histogram_metrics import histogram_summary
+from feddqc_flwr.selection.score_sketch import ScoreSketch
+from feddqc_flwr.selection.threshold import lambda_for_retention
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
-SCORE_QUERY = f"{MessageType.QUERY}.score"
-REFERENCE_KEY = "reference-rows"  # JSON rows for scorers that compare against anchors
-HISTOGRAM_QUERY = f"{MessageType.QUERY}.histogram"
 OPTIMIZER_STATE = ("m_t", "v_t")  # FedOpt moments (FedAdagrad/FedYogi/FedAdam): {array key: array}
 MOMENTUM = "momentum_vector"  # FedAvgM's server momentum: a list in the adapter's array order
 
@@ -72,7 +76,7 @@ class RoundLog:
 class FedDQCStrategy(Strategy):
     """Delegates aggregation to `base`; owns the schedule and the data-quality protocol."""
 
-    def __init__(self, base: FedAvg, cfg: RunConfig, reference_rows: list[dict] | None = None) -> None:
+    def __init__(self, base: Strategy, cfg: RunConfig, reference_rows: list[dict] | None = None) -> None:
         self.base = base
         self.cfg = cfg
         self.reference_rows = reference_rows or []
@@ -90,22 +94,26 @@ class FedDQCStrategy(Strategy):
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """The server optimizer's state for the per-round checkpoint: FedOpt moments as
-        '<moment>/<array key>', FedAvgM's momentum as 'momentum_vector/<position>'."""
+        '<moment>/<array key>', FedAvgM's momentum as 'momentum_vector/<position>', an adaptive DP clipping norm."""
+        rule = aggregation_rule(self.base)
         state = {f"{name}/{key}": value for name in OPTIMIZER_STATE
-                 for key, value in (getattr(self.base, name, None) or {}).items()}
-        momentum = getattr(self.base, MOMENTUM, None) or []
+                 for key, value in (getattr(rule, name, None) or {}).items()}
+        momentum = getattr(rule, MOMENTUM, None) or []
         state.update({f"{MOMENTUM}/{i}": np.asarray(value) for i, value in enumerate(momentum)})
+        state.update(privacy_state(self.base))
         return state
 
     def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore `optimizer_state()`, so a resumed FedOpt/FedAvgM run does not restart at zero."""
+        rule = aggregation_rule(self.base)
         for name in OPTIMIZER_STATE:
             moments = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}/")}
             if moments:
-                setattr(self.base, name, moments)
+                setattr(rule, name, moments)
         momentum = {int(k.split("/", 1)[1]): v for k, v in state.items() if k.startswith(f"{MOMENTUM}/")}
         if momentum:
-            setattr(self.base, MOMENTUM, [momentum[i] for i in range(len(momentum))])
+            setattr(rule, MOMENTUM, [momentum[i] for i in range(len(momentum))])
+        load_privacy_state(self.base, state)
 
     def summary(self) -> None:
         log.info("FedDQC(method=%s, stages=%d, threshold-mode=%s) around:", self.cfg.method,
@@ -122,7 +130,7 @@ class FedDQCStrategy(Strategy):
         entry = RoundLog(server_round, stage, cosine_lr(server_round, cfg.num_server_rounds,
                                                          cfg.lr_max, cfg.lr_min), rescore)
         self.rounds[server_round] = entry
-        if rescore:
+        if rescore and self.threshold is None:  # retention mode, no lambda yet: one query calibrates it
             entry.scoring = self._calibrate(server_round, stage, arrays, grid)
         entry.threshold = self.threshold
         self._sent = cast_arrays(cast_arrays(arrays, cfg.transport_dtype), "float32")  # what clients start from
@@ -135,9 +143,12 @@ class FedDQCStrategy(Strategy):
             "lambda": self.threshold if self.threshold is not None else -math.inf,
             **self._progress_config(),
         })
+        if rescore and self.reference_rows:  # a client that scores inside train needs the anchors too
+            round_config[REFERENCE_KEY] = json.dumps(self.reference_rows)
         nodes = self.sampling.nodes(grid, self._query_all, server_round, "train") if cfg.fraction_train < 1 else grid
         messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, nodes))
         entry.sent = len(messages)
+        check_sampled(self.base, entry.sent)
         return messages
 
     def _progress_config(self) -> dict[str, str]:
@@ -172,17 +183,14 @@ class FedDQCStrategy(Strategy):
         return [r for r in replies if not r.has_error()]
 
     def _calibrate(self, server_round: int, stage: int, arrays: ArrayRecord, grid: Grid) -> dict[str, float]:
-        """Two query rounds: fresh scores -> (count, min, max); shared edges -> histograms."""
+        """One query: every client scores its pool and replies its counts on the fixed bins."""
         started = time.perf_counter()
         config = ConfigRecord({"server-round": server_round, "hierarchy": stage, **self._progress_config()})
         if self.reference_rows:
             config[REFERENCE_KEY] = json.dumps(self.reference_rows)
-        score_replies = self._query_all(grid, SCORE_QUERY, RecordDict({
+        replies = self._query_all(grid, SCORE_QUERY, RecordDict({
             "arrays": cast_arrays(arrays, self.cfg.transport_dtype), "config": config}))
-        stats = [r.content["metrics"] for r in score_replies]
-        scored_replies = [r for r in score_replies if int(r.content["metrics"]["count"]) > 0]
-        scored = [r.content["metrics"] for r in scored_replies]
-        scored_nodes = [r.metadata.src_node_id for r in scored_replies]
+        stats = [r.content["metrics"] for r in replies]
         summary: dict[str, float] = {"clients": float(len(stats)),
                                      "scored": float(sum(int(s["count"]) for s in stats)),
                                      "client-score-seconds": float(sum(float(s["seconds"]) for s in stats)),
@@ -191,41 +199,33 @@ class FedDQCStrategy(Strategy):
                                      "client-score-seconds-max": max((float(s["seconds"]) for s in stats), default=0.0),
                                      "client-setup-seconds-max": max((float(s["setup-seconds"]) for s in stats),
                                                                      default=0.0)}
-        if not scored:
-            log.warning("round %d: no client had samples left to score", server_round)
-            return summary
-        edges = shared_edges([float(s["min"]) for s in scored], [float(s["max"]) for s in scored],
-                             self.cfg.histogram_bins)
-        hist_config = ConfigRecord({"server-round": server_round, "hierarchy": stage, "edges": edges.tolist(),
-                                    **self._progress_config()})
-        # Only nodes whose fresh scores exist: a node whose score query failed would send stale ones.
-        replies = self._query_all(grid, HISTOGRAM_QUERY, RecordDict({"config": hist_config}), scored_nodes)
-        summary["histogram-clients"] = float(len(replies))
-        if not replies:
-            kept = f"keeps lambda = {self.threshold:.4f}" if self.threshold is not None else \
-                "trains this hierarchy UNFILTERED (no lambda yet)"
-            log.error("round %d hierarchy %d: no histogram reply from the %d scored node(s); the run %s",
-                      server_round, stage, len(scored_nodes), kept)
-            return summary
-        counts = np.sum([np.asarray(r.content["metrics"]["counts"], dtype=np.int64) for r in replies], axis=0)
-        bad = np.sum([np.asarray(r.content["metrics"]["bad-counts"], dtype=np.int64) for r in replies], axis=0)
+        summary.update(self._global_histogram(server_round, stage, [r.content[SKETCH_KEY] for r in replies],
+                                              calibrate=True))
+        summary["seconds"] = time.perf_counter() - started
+        return summary
+
+    def _global_histogram(self, server_round: int, stage: int, records: list[ConfigRecord], *,
+                          calibrate: bool) -> dict[str, float]:
+        """Sum the clients' counts into the round's histogram; with `calibrate`, set lambda from it
+        (retention mode: fixed at the first hierarchy, then re-applied to re-scored data)."""
+        sketch = ScoreSketch(self.cfg.histogram_bins, {}, {})
+        for record in records:
+            sketch = sketch.merge(ScoreSketch.from_record(record, self.cfg.histogram_bins))
+        if not sketch.total:
+            outcome = "trains this hierarchy UNFILTERED (no lambda yet)" if self.threshold is None else \
+                f"keeps lambda = {self.threshold:.4f}"
+            log.warning("round %d hierarchy %d: no client scores reached the server (%d replies); the run %s",
+                        server_round, stage, len(records), outcome)
+            return {}
+        edges, counts, bad = sketch.histogram()
         self.rounds[server_round].histogram = {"edges": edges.tolist(), "counts": counts.tolist(),
                                                "bad": bad.tolist()}
-        if self.cfg.threshold_mode == "retention" and self.threshold is None:
-            # Lambda is calibrated on the first hierarchy's global histogram, then held fixed:
-            # later stages re-score and re-apply it, as with an absolute lambda.
+        if calibrate and self.cfg.threshold_mode == "retention" and self.threshold is None:
             self.threshold = lambda_for_retention(counts, edges, self.cfg.retention)
-        centers = (edges[:-1] + edges[1:]) / 2
-        cdf = np.cumsum(counts) / max(1, counts.sum())
-        for q in (0.1, 0.5, 0.9):
-            summary[f"score-q{int(q * 100)}"] = float(centers[min(len(centers) - 1, np.searchsorted(cdf, q))])
-        summary["share-above-lambda"] = float(counts[edges[:-1] >= self.threshold].sum() / max(1, counts.sum()))
-        if bad.sum():
-            summary["auroc"] = histogram_auroc(counts - bad, bad)
-            summary.update(selection_at_threshold(counts - bad, bad, edges, self.threshold))
-        summary["seconds"] = time.perf_counter() - started
-        log.info("round %d hierarchy %d: lambda=%.4f from %d scores (%s)", server_round, stage,
-                 self.threshold, int(counts.sum()), summary)
+        threshold = self.threshold if calibrate else self.rounds[server_round].threshold
+        summary = histogram_summary(edges, counts, bad, threshold)
+        log.debug("round %d hierarchy %d: lambda=%s, %d scores from %d clients (%s)", server_round, stage,
+                 "none" if threshold is None else f"{threshold:.4f}", sketch.total, len(records), summary)
         return summary
 
     def aggregate_train(self, server_round: int,
@@ -237,6 +237,8 @@ class FedDQCStrategy(Strategy):
         if entry.missing:
             log.warning("round %d: %d of %d nodes sent no reply within round-timeout", server_round,
                         entry.missing, entry.sent)
+        if entry.rescore and not entry.scoring:  # no query this hierarchy: clients scored inside train
+            entry.scoring = self._scored_in_train(server_round, entry.hierarchy, replies)
         usable: list[Message] = []
         for reply in replies:
             if reply.has_error():
@@ -265,6 +267,16 @@ class FedDQCStrategy(Strategy):
         arrays, metrics = self.base.aggregate_train(server_round, usable)
         entry.train = dict(metrics) if metrics is not None else {}
         return arrays, metrics
+
+    def _scored_in_train(self, server_round: int, stage: int, replies: list[Message]) -> dict[str, float]:
+        """The global histogram from the counts that train replies carry (clients that scored in train)."""
+        records = [r.content[SKETCH_KEY] for r in replies if not r.has_error() and SKETCH_KEY in r.content]
+        if not records:
+            return {}
+        summary = {"clients": float(len(records)),
+                   "scored": float(sum(int(count) for record in records for count in record["counts"]))}
+        summary.update(self._global_histogram(server_round, stage, records, calibrate=False))
+        return summary
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

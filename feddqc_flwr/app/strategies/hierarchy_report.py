@@ -43,16 +43,3 @@ def hierarchy_report(rounds: Mapping[int, RoundLog]) -> list[dict[str, Any]]:
         })
     return out
 
-
-def format_hierarchy_report(report: list[dict[str, Any]]) -> str:
-    """The report as log lines a person reads at the end of a run."""
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.0%}"
-
-    lines = ["hierarchy | scored | corrupted in pool | trained rows | corrupted in trained | global AUROC"]
-    for h in report:
-        auroc = "n/a" if h["auroc"] is None else f"{h['auroc']:.3f}"
-        scored = "n/a" if h["scored"] is None else f"{h['scored']:.0f}"
-        lines.append(f"{h['hierarchy']:>9} | {scored:>6} | {pct(h['scored_corrupted_share']):>17} | "
-                     f"{h['trained']:>12.0f} | {pct(h['trained_corrupted_share']):>20} | {auroc}")
-    return "\n".join(lines)

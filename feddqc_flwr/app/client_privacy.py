@@ -1,0 +1,56 @@
+"""The client's side of differential privacy: Flower's clipping mods on train replies, noisy histograms.
+
+`client_clipping_mod` is registered on the `train` handler only (`@app.train(mods=...)`): Flower's
+mods need the `clipping_norm` that only the DP wrapper's train messages carry, and the `query.*`
+and `evaluate` replies hold no adapter. It picks the mod `dp-mode` names, so one ClientApp
+serves every mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
+
+CLIENT_MODS = {"client-fixed": fixedclipping_mod, "client-adaptive": adaptiveclipping_mod}
+
+
+def client_clipping_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Clip the train reply's adapter update with Flower's mod for `dp-mode`; other modes pass through.
+
+    Flower's clip divides by the update's norm, so an unchanged adapter (a client with nothing to
+    train, whose reply weighs 0 and is left out of the aggregate) raises ZeroDivisionError: that
+    reply is returned as it is.
+    """
+    mod = CLIENT_MODS.get(str(ctxt.run_config.get("dp-mode", "none")))
+    if mod is None:
+        return call_next(msg, ctxt)
+    replies: list[Message] = []
+
+    def train_once(message: Message, context: Context) -> Message:
+        replies.append(call_next(message, context))
+        return replies[-1]
+
+    try:
+        return mod(msg, ctxt, train_once)
+    except ZeroDivisionError:
+        if replies and _unchanged(msg, replies[0]):
+            return replies[0]
+        raise
+
+
+def _unchanged(msg: Message, reply: Message) -> bool:
+    sent, back = msg.content["arrays"], reply.content["arrays"]
+    return all(np.array_equal(sent[k].numpy(), back[k].numpy()) for k in sent)
+
+
+def noisy_counts(counts: np.ndarray, floor: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Histogram counts with Laplace(1/epsilon) noise per bin, rounded and kept >= `floor`.
+
+    Adding or removing one row changes one bin by 1 (L1 sensitivity 1), so the noisy vector is
+    epsilon-DP for that row; rounding and the floor are post-processing. `floor` is the bad-count
+    histogram (synthetic flags, sent exact; zero on real data), so clean = counts - bad stays >= 0.
+    """
+    noisy = np.rint(counts + rng.laplace(0.0, 1.0 / epsilon, size=counts.shape))
+    return np.maximum(noisy, floor).astype(np.int64)

@@ -1,0 +1,49 @@
+"""The server's running report: each metrics.jsonl record becomes console lines (the scoring step
+of a hierarchy start, then the round) and tracker scalars; the end of the run prints the table of
+rounds and the verdict."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from feddqc_flwr.app.config import RunConfig
+from feddqc_flwr.app.console import final_table, header, round_line, scoring_line
+from feddqc_flwr.app.tracking import RunTracking
+from feddqc_flwr.app.verdict import compute_verdict, format_verdict
+
+log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
+
+
+class RunProgress:
+    """Fed every record the run writes; owns the trackers for the run's lifetime."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.records: list[dict[str, Any]] = []
+        self.tracking = RunTracking(cfg, run_dir)
+
+    def start(self, pool_rows: int, valid_rows: int, test_rows: int) -> None:
+        log.info("%s", header(self.cfg, self.run_dir.name, pool_rows, valid_rows, test_rows))
+
+    def record(self, record: Mapping[str, Any]) -> None:
+        """One round's record, as written to metrics.jsonl."""
+        previous = self.records[-1] if self.records else None
+        self.records.append(dict(record))
+        seconds = float(record["time"]) - float(previous["time"]) if previous else \
+            float((record.get("server_eval") or {}).get("seconds", 0.0))
+        if record.get("rescore"):
+            log.info("%s", scoring_line(record, self.cfg.stages))
+        log.info("%s", round_line(record, self.cfg.num_server_rounds, self.cfg.stages, seconds))
+        self.tracking.log_record(record)
+
+    def verdict(self, elapsed: float) -> dict[str, Any]:
+        return compute_verdict(self.records, elapsed)
+
+    def finish(self, verdict: Mapping[str, Any]) -> None:
+        """The last lines of the run: every round, then the verdict; trackers get the verdict and close."""
+        text = format_verdict(verdict)
+        log.info("rounds:\n%s\n%s", final_table(self.records), text)
+        self.tracking.finish(verdict, text)
