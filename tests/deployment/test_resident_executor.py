@@ -65,8 +65,8 @@ def test_resident_executor_matches_stock_and_keeps_the_model(tmp_path: Path, tin
     for run in (first, second):
         for c in run[1]["clients"]:
             assert c["model-loads"] == 1, c
-            assert c["model-reuses"] > reuses.get(c["pool"], 0), c
-            reuses[c["pool"]] = c["model-reuses"]
+            assert c["model-reuses"] > reuses.get(c["node"], 0), c
+            reuses[c["node"]] = c["model-reuses"]
 
 
 def _executor_child(supernode: psutil.Process) -> psutil.Process:
