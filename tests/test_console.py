@@ -41,6 +41,9 @@ def test_scoring_line_counts_kept_and_dropped_rows() -> None:
     failed = {**records()[1], "histogram": {}, "threshold": None,
               "scoring": {"clients": 2.0, "scored": 10.0}}
     assert scoring_line(failed, 2) == "hierarchy 1/2 scoring: 10 rows from 2 clients | no histogram: λ - unchanged"
+    # with λ known the clients score inside train: no separate scoring seconds
+    in_train = {**records()[1], "scoring": {k: v for k, v in records()[1]["scoring"].items() if k != "seconds"}}
+    assert scoring_line(in_train, 2).endswith("global AUROC 0.875 | scored inside the round's train messages")
 
 
 def test_final_table_has_a_row_per_round_with_its_seconds() -> None:

@@ -85,7 +85,8 @@ def scoring_line(record: Mapping[str, Any], stages: int) -> str:
     quality = f"corrupted in pool {_pct(bad, scored)} | global AUROC {_num(scoring.get('auroc'), '.3f')}" if bad \
         else "no corruption flags"
     return (f"{start} | λ {threshold:.4f} keeps {kept:.0f} ({_pct(kept, scored)}), drops {scored - kept:.0f} | "
-            f"{quality} | {_num(scoring.get('seconds'), '.0f')}s")
+            f"{quality} | " + (f"{scoring['seconds']:.0f}s" if scoring.get("seconds") is not None
+                                  else "scored inside the round's train messages"))
 
 
 def round_seconds(records: Sequence[Mapping[str, Any]]) -> list[float]:

@@ -53,7 +53,7 @@ def _slowest(record: Mapping[str, Any], key: str) -> float:
 
 
 def time_split(records: Sequence[Mapping[str, Any]], elapsed: float) -> dict[str, float]:
-    """Wall seconds by phase. Scoring: the score/histogram round trips (server clock) plus scoring a
+    """Wall seconds by phase. Scoring: the score query round trip (server clock) plus scoring a
     client did inside a train round; training: the slowest client's training per round (the round
     waits for it); evaluation: the server's; flower: the rest (messages, model and data loading per
     message, aggregation, checkpoints, and clients queueing for a CPU in simulation)."""
