@@ -35,12 +35,12 @@ def _overrides(tmp_path: Path, tiny_model_dir: Path, rounds: int = 2, **extra: o
     return path
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.5)
+        time.sleep(poll)
     raise TimeoutError(f"waited {timeout}s for {what}")
 
 

@@ -81,14 +81,17 @@ def test_killed_executor_restarts_and_run_completes(tmp_path: Path, tiny_model_d
     """SIGKILL of node 1's executor mid-training: its task ends in an error reply, the restart loop
     brings a new executor, which serves node 1 in round 2 (loading the model once more)."""
     # Without heartbeats the SuperNode ends the killed task after <= 60 s; the round waits for that.
-    overrides = _overrides(tmp_path, tiny_model_dir, rounds=2, **{"round-timeout": 150, "min-train-replies": 1})
+    # 300 local steps keep the tiny model training for seconds, so the kill lands mid-task (with 1
+    # step the reply could be out before the log line was seen, and round 1 then had 2 replies).
+    overrides = _overrides(tmp_path, tiny_model_dir, rounds=2,
+                           **{"round-timeout": 150, "min-train-replies": 1, "local-steps": 300})
     with Deployment(tmp_path) as dep:
         dep.start_superlink()
         dep.start_resident_supernode(0, 2)
         node = psutil.Process(dep.start_resident_supernode(1, 2).pid)
         run = dep.start_run(overrides)
         _wait_until(lambda: ", train message" in dep.log("supernode-1"), 2 * RUN_TIMEOUT,
-                    "node 1's executor to start training")
+                    "node 1's executor to start training", poll=0.05)
         killed = _executor_child(node)
         os.kill(killed.pid, signal.SIGKILL)
         assert run.wait(timeout=2 * RUN_TIMEOUT) == 0, dep.log("flwr-run")[-4000:]
