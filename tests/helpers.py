@@ -7,6 +7,7 @@ from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.app.metadata import Metadata
+from flwr.serverapp import Grid
 
 from feddqc_flwr.app.client_app import app
 from feddqc_flwr.app.config import RunConfig, parse_run_config
@@ -26,3 +27,17 @@ def deliver(context: Context, message_type: str, content: RecordDict) -> Message
                         reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
                         message_type=message_type)
     return app(Message(content=content, metadata=metadata), context)
+
+
+class PushPullGrid(Grid):
+    """A test Grid that only pushes, pulls and lists nodes; the rest of Grid's abstract API is unused."""
+
+    def set_run(self, run) -> None:
+        raise NotImplementedError
+
+    @property
+    def run(self):
+        raise NotImplementedError
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        raise NotImplementedError

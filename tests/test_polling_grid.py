@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.superlink.grid import http_grid
 from flwr.superlink.grid.http_grid import HttpGrid
 
 from feddqc_flwr.app.polling_grid import PollingGrid
+from tests.helpers import PushPullGrid
 
 pytestmark = pytest.mark.usefixtures("server_task_identity")
 
@@ -66,21 +66,11 @@ class Link:
         return out
 
 
-class LinkGrid(Grid):
+class LinkGrid(PushPullGrid):
     """A Grid on `Link` whose own `send_and_receive` must never run under the wrapper."""
 
     def __init__(self, link: Link) -> None:
         self.link = link
-
-    def set_run(self, run) -> None:
-        raise NotImplementedError
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        raise NotImplementedError
 
     def get_node_ids(self) -> list[int]:
         return self.link.nodes

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.metadata import Metadata
-from flwr.serverapp import Grid
 
 from feddqc_flwr.app.client_app import app
 from feddqc_flwr.app.client_progress import ClientProgress
@@ -24,14 +23,14 @@ from feddqc_flwr.app.protocol import SCORE_QUERY
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
 from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle
-from tests.helpers import default_run_config
+from tests.helpers import PushPullGrid, default_run_config
 
 NODES = {101: 0, 202: 1}  # node id -> partition id
 
 pytestmark = pytest.mark.usefixtures("server_task_identity")
 
 
-class LoopbackGrid(Grid):
+class LoopbackGrid(PushPullGrid):
     """Each pushed message runs the node's ClientApp at once; its reply waits to be pulled."""
 
     def __init__(self, run_config: dict) -> None:
@@ -40,16 +39,6 @@ class LoopbackGrid(Grid):
                          for node, pid in NODES.items()}
         self.sent: Counter[str] = Counter()
         self.replies: dict[str, Message] = {}
-
-    def set_run(self, run) -> None:
-        raise NotImplementedError
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        raise NotImplementedError
 
     def get_node_ids(self) -> list[int]:
         return list(NODES)
