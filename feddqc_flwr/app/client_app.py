@@ -155,7 +155,8 @@ def _sketch(setup: ClientSetup, progress: ClientProgress) -> ConfigRecord:
     """Counts of the fresh scores per fixed bin, and of the synthetically corrupted rows among them.
 
     With `dp-histogram-epsilon` every bin from the lowest to the highest non-empty one carries
-    Laplace noise (drawn from OS entropy, not the seed), so the set of non-empty bins stays hidden.
+    Laplace noise (drawn from OS entropy, not the seed), so which bins inside that range are empty
+    stays hidden; the range itself (lowest and highest score, to a bin) is sent as it is.
     """
     rows = setup.data.train.select(progress.scored_ids) if progress.scored_ids else None
     flags = np.asarray(rows["is_bad"] if rows is not None else [], dtype=bool)

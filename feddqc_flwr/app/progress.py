@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from feddqc_flwr.app.config import RunConfig
-from feddqc_flwr.app.console import final_table, header, round_line, scoring_line
+from feddqc_flwr.app.console import final_table, header, round_line, round_seconds, scoring_line
 from feddqc_flwr.app.tracking import RunTracking
 from feddqc_flwr.app.verdict import compute_verdict, format_verdict
 
@@ -30,10 +30,8 @@ class RunProgress:
 
     def record(self, record: Mapping[str, Any]) -> None:
         """One round's record, as written to metrics.jsonl."""
-        previous = self.records[-1] if self.records else None
         self.records.append(dict(record))
-        seconds = float(record["time"]) - float(previous["time"]) if previous else \
-            float((record.get("server_eval") or {}).get("seconds", 0.0))
+        seconds = round_seconds(self.records)[-1]
         if record.get("rescore"):
             log.info("%s", scoring_line(record, self.cfg.stages))
         log.info("%s", round_line(record, self.cfg.num_server_rounds, self.cfg.stages, seconds))
