@@ -13,8 +13,9 @@
 # RESIDENT=1: run the node's ClientApps in one long-lived process (`feddqc-executor`, under its
 # restart loop) instead of a fresh process per message, so the model stays loaded between
 # rounds; the SuperNode then runs with --isolation process, its Runtime API on 127.0.0.1 only,
-# and a SuperExec auth secret (SUPEREXEC_SECRET, a file; default: a new random one). Default
-# (unset) is stock Flower. See docs/deployment.md §4.
+# and a SuperExec auth secret (SUPEREXEC_SECRET, a file; default: a new random one), and as
+# `feddqc-supernode`: flower-supernode with its 3 s idle poll capped at FEDDQC_SUPERNODE_POLL
+# (default 0.25 s). Default (unset) is stock Flower. See docs/deployment.md §4.
 set -euo pipefail
 partition=${1:?usage: supernode.sh PARTITION_ID NUM_PARTITIONS}
 partitions=${2:?usage: supernode.sh PARTITION_ID NUM_PARTITIONS}
@@ -41,7 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-flower-supernode "${args[@]}" --isolation process --host 127.0.0.1 --superexec-auth-secret-file "$secret" "$@" &
+"${PYTHON:-python}" -m feddqc_flwr.executor.fast_supernode "${args[@]}" --isolation process --host 127.0.0.1 \
+  --superexec-auth-secret-file "$secret" "$@" &
 pids+=($!)
 "${PYTHON:-python}" -m feddqc_flwr.executor --restart --insecure --runtime-api-address "127.0.0.1:${RUNTIME_PORT:-9094}" \
   --superexec-auth-secret-file "$secret" &
