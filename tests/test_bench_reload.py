@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from feddqc_flwr.bench.reload import cold_message, warm_message
+from feddqc_flwr.bench.reload import cold_message, quantized_loads, warm_message
 from feddqc_flwr.llm.model import load_model_bundle
 from tests.helpers import default_run_config
 
@@ -32,3 +32,10 @@ def test_warm_message_reuses_the_cached_bundle(run_config: dict) -> None:
     info = load_model_bundle.cache_info()
     assert (info.misses, info.hits) == (1, 3)  # one load, then every message hits the cache
     assert out["first_load_in_process_seconds"] > 0 and out["message_setup_seconds"] > 0
+
+
+def test_quantized_loads_read_the_copy_after_the_first(tiny_model_dir: Path) -> None:
+    out = quantized_loads(str(tiny_model_dir), "8bit", repeats=1)
+    flags = {mode: [r["reused"] for r in runs] for mode, runs in out["runs"].items()}
+    assert flags == {"source": [False], "first": [False], "copy": [True]}  # each repeat starts empty
+    assert all(s > 0 for s in out["median_seconds"].values())

@@ -8,15 +8,20 @@ actor keeps `load_model_bundle`'s cache, so a message only overwrites the adapte
 - cold: a fresh interpreter does exactly a `train` message's set-up (imports of the ClientApp
   module and of what its train handler imports, `load_client_data`, `load_model_bundle`), timed
   inside and as the process's wall time;
-- warm: the same set-up in this process after the first load (cache hit + `set_adapter_arrays`).
+- warm: the same set-up in this process after the first load (cache hit + `set_adapter_arrays`);
+- quantized (`--quantization 8bit|4bit`): a fresh process loading the model in 8/4-bit the old way
+  (quantize from the source weights), the first time through `quantized_cache` (quantize and save
+  the copy) and every later time (read the copy).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +29,7 @@ from typing import Any
 from feddqc_flwr.app.config import parse_run_config
 from feddqc_flwr.app.model_spec import spec_from_config
 from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle, set_adapter_arrays
+from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle, resolve_model_path, set_adapter_arrays
 
 _CHILD = """
 import json, sys, time
@@ -79,3 +84,38 @@ def bench_reload(run_config: Mapping[str, Any], repeats: int) -> dict[str, Any]:
     warm = warm_message(run_config, repeats)
     return {"repeats": repeats, "cold_runs": cold, "cold_median": medians, "warm": warm,
             "cold_over_warm_seconds": medians["process_seconds"] - warm["message_setup_seconds"]}
+
+
+_QUANTIZED_CHILD = """
+import json, sys, time
+import torch
+from transformers import AutoModelForCausalLM
+from feddqc_flwr.llm.quantized_cache import bnb_config, load_quantized
+path, quantization, mode = sys.argv[1:4]
+started = time.perf_counter()
+if mode == "source":
+    config = bnb_config(quantization, torch.float32)
+    AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=config)
+    reused = False
+else:
+    reused = load_quantized(path, quantization, torch.float32)[1]
+print(json.dumps({"seconds": time.perf_counter() - started, "reused": reused}))
+"""
+QUANTIZED_MODES = ("source", "first", "copy")
+
+
+def quantized_loads(model: str, quantization: str, repeats: int) -> dict[str, Any]:
+    """Median seconds of an 8/4-bit model load in a fresh process (imports not counted): `source`
+    quantizes from the source weights (before `quantized_cache`), `first` also saves the copy,
+    `copy` reads it. Each repeat starts from an empty copy cache."""
+    path = resolve_model_path(model)
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in QUANTIZED_MODES}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="feddqc-quantized-") as cache:
+            for mode in QUANTIZED_MODES:
+                proc = subprocess.run([sys.executable, "-c", _QUANTIZED_CHILD, path, quantization, mode],
+                                      capture_output=True, text=True, check=True,
+                                      env={**os.environ, "FEDDQC_CACHE": cache})
+                runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {"quantization": quantization, "repeats": repeats, "runs": runs,
+            "median_seconds": {mode: statistics.median(r["seconds"] for r in rs) for mode, rs in runs.items()}}

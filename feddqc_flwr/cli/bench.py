@@ -12,7 +12,7 @@ from feddqc_flwr.app.run_defaults import default_run_config, paper_preset
 from feddqc_flwr.bench.communication import adapter_bytes, transport_accuracy
 from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
 from feddqc_flwr.bench.overhead import CLIENT_MODES, round_overhead
-from feddqc_flwr.bench.reload import bench_reload
+from feddqc_flwr.bench.reload import bench_reload, quantized_loads
 from feddqc_flwr.bench.scoring import bench_scoring
 from feddqc_flwr.bench.selection import CORRUPTIONS as SELECTION_CORRUPTIONS
 from feddqc_flwr.bench.selection import PAPER_TABLE6, rescored_cells, score_cells, scorer_seconds, summarize
@@ -123,6 +123,8 @@ def _reload(args: argparse.Namespace) -> None:
     run_config = {**default_run_config(), "model": args.model}
     machine = describe_machine()
     result = bench_reload(run_config, args.repeats)
+    if args.quantization:
+        result["quantized"] = quantized_loads(args.model, args.quantization, args.repeats)
     result.update({"command": args.command_line, "model": args.model, "dataset": run_config["dataset"],
                    "machine": {**machine, "load_average_at_end": os.getloadavg()}})
     path = _write(result, args.out)
@@ -134,6 +136,13 @@ def _reload(args: argparse.Namespace) -> None:
         ["  base model + LoRA", f"{cold['model_seconds']:.2f}"],
         ["warm: cached bundle, data + set adapter", f"{warm['message_setup_seconds']:.3f}"],
     ], right_align=True)
+    if "quantized" in result:
+        seconds = result["quantized"]["median_seconds"]
+        show_table(f"{args.quantization} model load in a fresh process, median of {args.repeats} (imports excluded)",
+                   ["load", "seconds"], [["quantize from the source weights (before)", f"{seconds['source']:.2f}"],
+                                         ["first: quantize + save the copy", f"{seconds['first']:.2f}"],
+                                         ["later: read the saved copy", f"{seconds['copy']:.2f}"]],
+                   right_align=True)
 
 
 def _train_memory(args: argparse.Namespace) -> None:
@@ -266,6 +275,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("reload", help="per-message set-up: fresh ClientApp process (deployment) vs cached model")
     p.add_argument("--model", default="bundled:smollm2-135m-instruct")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quantization", choices=["8bit", "4bit"],
+                   help="also time an 8/4-bit load: quantizing from the source vs reading the saved copy")
     p.add_argument("--out", default="benchmarks/reload.json")
     p.set_defaults(func=_reload)
     p = commands.add_parser("train-speed", help="float32 vs bf16 training: step time and loss trajectory")

@@ -11,9 +11,6 @@ import functools
 import importlib.util
 import logging
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +21,9 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from feddqc_flwr.llm.cache import cache_root, write_folder_once
 from feddqc_flwr.llm.precision import TORCH_DTYPES, native_bf16
+from feddqc_flwr.llm.quantized_cache import load_quantized
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
@@ -56,11 +55,6 @@ class ModelBundle:
     model: PeftModel
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
-
-
-def cache_root() -> Path:
-    """Where converted weights live (never in git): $FEDDQC_CACHE or ~/.cache/feddqc."""
-    return Path(os.environ.get("FEDDQC_CACHE", Path.home() / ".cache" / "feddqc"))
 
 
 def _bundled_gguf(name: str) -> tuple[Path, str]:
@@ -98,15 +92,12 @@ def resolve_model_path(name: str) -> str:
     config = AutoConfig.from_pretrained(folder, gguf_file=filename)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    tmp.chmod(0o755)
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(target)  # atomic: a concurrent converter loses the race harmlessly
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        plain.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    write_folder_once(target, write)
     return str(target)
 
 
@@ -122,23 +113,16 @@ def _torch_dtype(dtype: str, quantized: bool) -> torch.dtype:
 
 
 def load_base_model(spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The real `from_pretrained` path, with optional bitsandbytes 4/8-bit on CUDA."""
+    """The real `from_pretrained` path, with optional bitsandbytes 4/8-bit on CUDA (quantized once,
+    then loaded from the saved copy: `quantized_cache`)."""
     path = resolve_model_path(spec.name)
     quantized = spec.quantization != "none"
-    kwargs: dict = {"dtype": _torch_dtype(spec.dtype, quantized)}
+    dtype = _torch_dtype(spec.dtype, quantized)
+    placement = {"device_map": {"": torch.cuda.current_device()}} if torch.cuda.is_available() else {}
     if quantized:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_8bit=spec.quantization == "8bit",
-            load_in_4bit=spec.quantization == "4bit",
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs["dtype"],
-        )
-    if torch.cuda.is_available():
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model, _ = load_quantized(path, spec.quantization, dtype, **placement)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
