@@ -20,6 +20,8 @@ from feddqc_flwr.app.config import ConfigError, parse_run_config
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
 from feddqc_flwr.app.strategies.privacy import privacy_report, with_privacy
+from feddqc_flwr.selection.score_sketch import ScoreSketch
+from feddqc_flwr.selection.threshold import lambda_for_retention
 from tests.helpers import default_run_config, make_config
 
 KEYS = ("q.lora_A.weight", "q.lora_B.weight")
@@ -57,11 +59,11 @@ def _strategy(**overrides) -> FedDQCStrategy:
 
 
 def _round(strategy: FedDQCStrategy, current: dict[str, np.ndarray], clients: list[dict[str, np.ndarray]]):
-    """Configure one round, answer with `current + update` per client; (aggregate, replies, messages sent)."""
+    """Configure one round, answer with `current + update` per client; (aggregate or None, replies, sent)."""
     sent = list(strategy.configure_train(1, _record(current), ConfigRecord(), OfflineGrid([11, 12][:len(clients)])))
     replies = [_reply(11 + i, {k: current[k] + u[k] for k in KEYS}) for i, u in enumerate(clients)]
     arrays, _ = strategy.aggregate_train(1, replies)
-    return {k: arrays[k].numpy().astype(np.float64) for k in KEYS}, replies, sent
+    return None if arrays is None else {k: arrays[k].numpy().astype(np.float64) for k in KEYS}, replies, sent
 
 
 
@@ -110,11 +112,14 @@ def test_noise_on_the_aggregate_has_std_z_c_over_n(mode: str) -> None:
 
 
 @pytest.mark.usefixtures("server_task_identity")
-def test_a_round_that_samples_fewer_clients_than_the_noise_assumes_stops() -> None:
-    strategy = _strategy(dp_mode="server-fixed", dp_num_sampled_clients=3)
+def test_a_round_with_fewer_replies_than_the_noise_assumes_is_not_aggregated() -> None:
+    """n = 3 calibrates the noise for a mean of 3 updates; 2 replies would each move it by C/2."""
+    strategy = _strategy(dp_mode="server-fixed", dp_num_sampled_clients=3, min_train_replies=1)
     current = {KEYS[0]: np.ones((2, 2)), KEYS[1]: np.zeros((2, 2))}
-    with pytest.raises(ConfigError, match="'dp-num-sampled-clients' = 3, but this round sampled 2"):
-        list(strategy.configure_train(1, _record(current), ConfigRecord(), OfflineGrid([11, 12])))
+    update = {KEYS[0]: np.full((2, 2), 0.1), KEYS[1]: np.full((2, 2), 0.1)}
+    arrays, replies, sent = _round(strategy, current, [update, update])
+    assert len(sent) == 2 and arrays is None  # the run goes on; the global adapter stays as it was
+    assert strategy.rounds[1].aggregated is False and len(strategy.rounds[1].clients) == 2
 
 
 @pytest.mark.usefixtures("server_task_identity")
@@ -216,17 +221,34 @@ def test_real_client_app_clips_train_and_leaves_queries_alone(tiny_model_dir: Pa
 def test_histogram_noise_is_laplace_of_scale_one_over_epsilon() -> None:
     """epsilon = 0.5: Laplace scale b = 2, variance 2 b^2 = 8, plus rounding to integers (variance ~1/12).
 
-    100,000 bins of count 1000 never reach the floor; the sample std's relative standard error is
-    about sqrt((kurtosis - 1) / 4N) = sqrt(5 / 4e5) = 0.35 %, so 2 % is over 5 of them.
+    The sample std's relative standard error over 100,000 bins is about sqrt((kurtosis - 1) / 4N) =
+    sqrt(5 / 4e5) = 0.35 %, so 2 % is over 5 of them. Signed: empty bins go negative as often as positive.
     """
     counts = np.full(100_000, 1000)
-    noisy = noisy_counts(counts, np.zeros_like(counts), 0.5, np.random.default_rng(3))
+    noisy = noisy_counts(counts, 0.5, np.random.default_rng(3))
     assert noisy.dtype == np.int64
     assert (noisy - counts).std() == pytest.approx(math.sqrt(8 + 1 / 12), rel=0.02)
     assert abs((noisy - counts).mean()) < 5 * math.sqrt(8) / math.sqrt(counts.size)
-    floor = np.array([0, 2, 5])
-    low = noisy_counts(np.array([0, 2, 5]), floor, 0.1, np.random.default_rng(4))
-    assert (low >= floor).all()  # never fewer rows than the corrupted ones counted in the bin
+    empty = noisy_counts(np.zeros(100_000, dtype=np.int64), 0.5, np.random.default_rng(4))
+    assert (empty < 0).mean() == pytest.approx((empty > 0).mean(), abs=0.01)
+
+
+def test_lambda_from_noisy_sketches_over_thousands_of_empty_bins() -> None:
+    """Two clients, 500 rows each in [-3, -2] plus one row at -5 and one at +5: the noised range spans
+    ~4,400 bins (200 bins), almost all empty. Retention 0.5 puts the exact lambda in [-3, -2].
+    Flooring each client's noisy bins at 0 would add ~0.4 rows per empty bin at epsilon = 1 (~1,750 per
+    client, spread over the whole range) and drag lambda out of the band; summed signed noise has mean
+    0 (std of the count from the top ≈ sqrt(2 · 4,400 · 2.08) ≈ 135 rows, under the 502 target)."""
+    rng = np.random.default_rng(5)
+    clients = [np.concatenate([rng.uniform(-3.0, -2.0, 500), [-5.0, 5.0]]) for _ in range(2)]
+    sketches = [ScoreSketch.of(scores, np.zeros(scores.size, dtype=bool), 200) for scores in clients]
+    assert max(sketches[0].counts) - min(sketches[0].counts) > 4000
+    merged = ScoreSketch(200, {}, {})
+    for sketch in sketches:
+        merged = merged.merge(sketch.noisy(lambda counts: noisy_counts(counts, 1.0, rng)))
+    edges, counts, _ = merged.histogram()
+    assert abs(int(counts.sum()) - 1004) < 4 * 135
+    assert -3.0 <= lambda_for_retention(counts, edges, 0.5) <= -2.0
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

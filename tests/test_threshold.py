@@ -70,7 +70,7 @@ def test_nan_scores_are_not_counted_and_corrupted_rows_are_counted_apart() -> No
 
 def test_noise_covers_every_bin_between_the_lowest_and_highest_non_empty_one() -> None:
     sketch = ScoreSketch.of(np.array([-1.0, 1.0]), np.array([False, True]), 200)
-    noisy = sketch.noisy(lambda counts, bad: counts + 1)
+    noisy = sketch.noisy(lambda counts: counts + 1)
     span = bin_index(np.array([1.0]), 200)[0] - bin_index(np.array([-1.0]), 200)[0] + 1
     assert len(noisy.counts) == span and noisy.total == 2 + span
     assert noisy.bad == sketch.bad  # corrupted counts (synthetic flags) stay exact
@@ -81,3 +81,12 @@ def test_empty_runs_become_one_bin_so_the_histogram_stays_small() -> None:
     edges, counts, _ = ScoreSketch.of(np.array([-1.0, 1.0, 1.0, 1000.0]), np.zeros(4, bool), 200).histogram()
     assert counts.tolist() == [1, 0, 2, 0, 1] and len(edges) == 6 and (np.diff(edges) > 0).all()
     assert edges[0] <= -1.0 < edges[1] and edges[2] <= 1.0 < edges[3] and edges[4] <= 1000.0 < edges[5]
+
+
+def test_lambda_with_signed_noisy_counts_takes_the_first_bin_reaching_the_target() -> None:
+    """By hand, edges 0..3: counts [3, 2, -1] (total 4, target 2 at retention 0.5) count [-1, 1, 4]
+    from the top, reaching 2 only at the lowest bin -> 0; counts [2, -1, 3] reach it at the top -> 2."""
+    edges = np.array([0.0, 1.0, 2.0, 3.0])
+    assert lambda_for_retention(np.array([3, 2, -1]), edges, 0.5) == 0.0
+    assert lambda_for_retention(np.array([2, -1, 3]), edges, 0.5) == 2.0
+    assert lambda_for_retention(np.array([1, -2, 0]), edges, 0.5) == 0.0  # total <= 0: keep everything

@@ -164,7 +164,7 @@ def _sketch(setup: ClientSetup, progress: ClientProgress) -> ConfigRecord:
     epsilon = setup.cfg.dp_histogram_epsilon
     if epsilon:
         rng = np.random.default_rng()
-        sketch = sketch.noisy(lambda counts, bad: noisy_counts(counts, bad, epsilon, rng))
+        sketch = sketch.noisy(lambda counts: noisy_counts(counts, epsilon, rng))
     return ConfigRecord(sketch.to_record())
 
 

@@ -45,12 +45,12 @@ def _unchanged(msg: Message, reply: Message) -> bool:
     return all(np.array_equal(sent[k].numpy(), back[k].numpy()) for k in sent)
 
 
-def noisy_counts(counts: np.ndarray, floor: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Histogram counts with Laplace(1/epsilon) noise per bin, rounded and kept >= `floor`.
+def noisy_counts(counts: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Histogram counts with Laplace(1/epsilon) noise per bin, rounded, possibly negative.
 
     Adding or removing one row changes one bin by 1 (L1 sensitivity 1), so the noisy vector is
-    epsilon-DP for that row; rounding and the floor are post-processing. `floor` is the bad-count
-    histogram (synthetic flags, sent exact; zero on real data), so clean = counts - bad stays >= 0.
+    epsilon-DP for that row; rounding is post-processing. No floor here: flooring each client's
+    bins at 0 would add about 0.4/epsilon rows to every empty bin in the range, so the server sums
+    the signed counts (the noise averages out) and reads lambda off that sum.
     """
-    noisy = np.rint(counts + rng.laplace(0.0, 1.0 / epsilon, size=counts.shape))
-    return np.maximum(noisy, floor).astype(np.int64)
+    return np.rint(counts + rng.laplace(0.0, 1.0 / epsilon, size=counts.shape)).astype(np.int64)

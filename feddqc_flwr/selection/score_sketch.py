@@ -84,15 +84,13 @@ class ScoreSketch:
         return cls(bins, dict(zip(keys, (int(c) for c in record["counts"]), strict=True)),
                    {k: int(c) for k, c in zip(keys, record["bad-counts"], strict=True) if int(c)})
 
-    def noisy(self, noise: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> ScoreSketch:
-        """Every bin from the lowest to the highest non-empty one, counts replaced by
-        `noise(counts, bad)`: noise on the non-empty bins alone would still tell which they are."""
+    def noisy(self, noise: Callable[[np.ndarray], np.ndarray]) -> ScoreSketch:
+        """Every bin from the lowest to the highest non-empty one, counts replaced by `noise(counts)`
+        (signed): noise on the non-empty bins alone would still tell which they are."""
         keys = range(min(self.counts), max(self.counts) + 1) if self.counts else range(0)
         counts = np.array([self.counts.get(k, 0) for k in keys], dtype=np.int64)
-        bad = np.array([self.bad.get(k, 0) for k in keys], dtype=np.int64)
-        noisy = np.asarray(noise(counts, bad), dtype=np.int64)
-        return ScoreSketch(self.bins, dict(zip(keys, noisy.tolist(), strict=True)),
-                           {k: int(b) for k, b in zip(keys, bad.tolist(), strict=True) if b})
+        noisy = np.asarray(noise(counts), dtype=np.int64)
+        return ScoreSketch(self.bins, dict(zip(keys, noisy.tolist(), strict=True)), dict(self.bad))
 
     def merge(self, other: ScoreSketch) -> ScoreSketch:
         if other.bins != self.bins:

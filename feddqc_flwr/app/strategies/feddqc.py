@@ -31,7 +31,7 @@ from feddqc_flwr.app.client_progress import RunLineage
 from feddqc_flwr.app.config import RunConfig
 from feddqc_flwr.app.protocol import REFERENCE_KEY, SCORE_QUERY, SKETCH_KEY
 from feddqc_flwr.app.strategies.node_order import SeededSampling
-from feddqc_flwr.app.strategies.privacy import aggregation_rule, check_sampled, load_privacy_state, privacy_state
+from feddqc_flwr.app.strategies.privacy import aggregation_rule, dp_replies_needed, load_privacy_state, privacy_state
 from feddqc_flwr.app.strategies.update_similarity import cosine_matrix, flat_update
 from feddqc_flwr.llm.model import arrays_are_finite, cast_arrays
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
@@ -148,7 +148,10 @@ class FedDQCStrategy(Strategy):
         nodes = self.sampling.nodes(grid, self._query_all, server_round, "train") if cfg.fraction_train < 1 else grid
         messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, nodes))
         entry.sent = len(messages)
-        check_sampled(self.base, entry.sent)
+        if 0 < entry.sent < dp_replies_needed(self.base):
+            log.warning("round %d: %d client(s) sampled, fewer than dp-num-sampled-clients = %d that the noise "
+                        "is calibrated for: this round will not be aggregated", server_round, entry.sent,
+                        dp_replies_needed(self.base))
         return messages
 
     def _progress_config(self) -> dict[str, str]:
@@ -217,11 +220,14 @@ class FedDQCStrategy(Strategy):
             log.warning("round %d hierarchy %d: no client scores reached the server (%d replies); the run %s",
                         server_round, stage, len(records), outcome)
             return {}
-        edges, counts, bad = sketch.histogram()
+        # With dp-histogram-epsilon the clients' counts carry signed noise: lambda comes from their
+        # plain sum (unbiased); what is stored and summarised is clamped to >= the corrupted count.
+        edges, signed, bad = sketch.histogram()
+        counts = np.maximum(signed, bad)
         self.rounds[server_round].histogram = {"edges": edges.tolist(), "counts": counts.tolist(),
                                                "bad": bad.tolist()}
         if calibrate and self.cfg.threshold_mode == "retention" and self.threshold is None:
-            self.threshold = lambda_for_retention(counts, edges, self.cfg.retention)
+            self.threshold = lambda_for_retention(signed, edges, self.cfg.retention)
         threshold = self.threshold if calibrate else self.rounds[server_round].threshold
         summary = histogram_summary(edges, counts, bad, threshold)
         log.debug("round %d hierarchy %d: lambda=%s, %d scores from %d clients (%s)", server_round, stage,
@@ -256,15 +262,17 @@ class FedDQCStrategy(Strategy):
             usable.append(reply)
             entry.clients.append({"node": float(reply.metadata.src_node_id),
                                   **{k: float(v) for k, v in metrics.items()}})
-        if len(usable) < self.cfg.min_train_replies:
-            log.warning("round %d: %d usable replies, fewer than min-train-replies = %d: the global adapter "
-                        "stays as it was", server_round, len(usable), self.cfg.min_train_replies)
+        needed = max(self.cfg.min_train_replies, dp_replies_needed(self.base))
+        if len(usable) < needed:
+            why = "min-train-replies" if needed == self.cfg.min_train_replies else "dp-num-sampled-clients"
+            log.warning("round %d: %d usable replies, fewer than %s = %d: the global adapter stays as it was",
+                        server_round, len(usable), why, needed)
             return None, None
-        entry.aggregated = True
         if self._sent is not None:
             updates = [flat_update(self._sent, r.content["arrays"]) for r in usable]
             entry.update_similarity = cosine_matrix(updates).tolist()
         arrays, metrics = self.base.aggregate_train(server_round, usable)
+        entry.aggregated = arrays is not None
         entry.train = dict(metrics) if metrics is not None else {}
         return arrays, metrics
 

@@ -23,7 +23,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from feddqc_flwr.app.config import ConfigError, RunConfig
+from feddqc_flwr.app.config import RunConfig
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
@@ -64,12 +64,10 @@ def aggregation_rule(strategy: Strategy) -> Strategy:
     return strategy.strategy if isinstance(strategy, WRAPPERS) else strategy
 
 
-def check_sampled(strategy: Strategy, sent: int) -> None:
-    """Stop a round that samples fewer clients than the noise is calibrated for: z·C/n would be too small."""
-    if isinstance(strategy, WRAPPERS) and 0 < sent < strategy.num_sampled_clients:
-        raise ConfigError(
-            f"run config 'dp-num-sampled-clients' = {strategy.num_sampled_clients}, but this round sampled {sent} "
-            f"client(s): the noise would be too small for their average. Set it to {sent} or sample more clients")
+def dp_replies_needed(strategy: Strategy) -> int:
+    """Usable replies a DP round needs: the n its noise z·C/n is calibrated for (0 without DP).
+    The mean of fewer updates moves by more than C/n per client, so such a round is not aggregated."""
+    return strategy.num_sampled_clients if isinstance(strategy, WRAPPERS) else 0
 
 
 def privacy_state(strategy: Strategy) -> dict[str, np.ndarray]:
