@@ -8,6 +8,7 @@ from `sys.modules`, so they are imported again from the new install folder, as a
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import sys
 from pathlib import Path
@@ -27,8 +28,19 @@ def _app_package(install: Path) -> str:
 
 
 def _forget_modules(package: str) -> None:
-    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+    """Drop the package's modules, first emptying their `functools` caches (the cached base model):
+    reference cycles between old modules could keep a model alive while the new code loads its
+    own, doubling peak memory."""
+    names = [n for n in sys.modules if n == package or n.startswith(package + ".")]
+    for name in names:
+        for value in list(vars(sys.modules[name]).values()):
+            if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", None) == name:
+                value.cache_clear()
         del sys.modules[name]
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class InstalledApps:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 from types import FrameType
@@ -39,6 +40,7 @@ from feddqc_flwr.executor.apps import InstalledApps
 # The SuperNode signs nothing else: `flower-superexec` protects exactly this call.
 _AUTH_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
 _TRANSIENT = {httpx.codes.BAD_GATEWAY, httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.GATEWAY_TIMEOUT}
+_REFUSED = {httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN}  # wrong secret: restarting cannot help
 
 
 class ExecutorStopped(Exception):
@@ -70,7 +72,7 @@ class RuntimeApi:
                                                      interceptors=interceptors, retry_invoker=retry)
 
 
-def _heartbeat(client: RuntimeHttpClient, task_id: int):
+def _heartbeat(client: RuntimeHttpClient, task_id: int) -> Callable[[], bool]:
     """Keep the task's claim alive; unlike Flower's, never SIGINT the process when it is lost."""
     request = SendTaskHeartbeatRequest()
 
@@ -111,12 +113,16 @@ def run_task(api: RuntimeApi, token: str, task_id: int, apps: InstalledApps) -> 
         try:
             if reply is not None and context is not None:
                 push_message(client, reply, context)
+        except ExecutorStopped as ex:  # SIGTERM while pushing: finish this task, then stop
+            stopped = ex
         except Exception as ex:  # pylint: disable=broad-exception-caught
             log(ERROR, "task %d: failed to push the reply", task_id, exc_info=ex)
-        push_task_output(client=client, context=context, sub_status=status, details=details)
-        if heartbeat.is_running:
-            heartbeat.stop()
-        client.close()
+        try:
+            push_task_output(client=client, context=context, sub_status=status, details=details)
+        finally:
+            if heartbeat.is_running:
+                heartbeat.stop()
+            client.close()
     if stopped is not None:
         raise stopped
 
@@ -142,6 +148,8 @@ def serve(api: RuntimeApi, poll_interval: float) -> None:
             try:
                 claimed = client.AcquireTask(request)
             except httpx.HTTPStatusError as err:
+                if err.response.status_code not in _REFUSED:
+                    raise  # a server error: the restart loop tries again (exit code 1, not 3)
                 raise RuntimeApiRefused(
                     f"the SuperNode at {api.address} refused AcquireTask (HTTP {err.response.status_code}): "
                     "give the executor the SuperNode's --superexec-auth-secret-file, and start the SuperNode "

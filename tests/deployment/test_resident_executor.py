@@ -139,11 +139,9 @@ class _FakeHeartbeat:
         self.is_running = False
 
 
-def test_an_exception_in_the_app_becomes_an_error_reply(monkeypatch: pytest.MonkeyPatch,
-                                                        client_task_identity: None) -> None:
-    """One failing message: an error reply and a FAILED task status, and run_task returns for the next task."""
+def _one_task(monkeypatch: pytest.MonkeyPatch, app_fn, push_message=None) -> dict[str, object]:
+    """Run `run_task` once on a fake Runtime API: `app_fn` is the ClientApp; what was pushed comes back."""
     from flwr.app import Context, Message, Metadata, RecordDict
-    from flwr.common.constant import ErrorCode, SubStatus
 
     from feddqc_flwr.executor import resident
 
@@ -155,9 +153,7 @@ def test_an_exception_in_the_app_becomes_an_error_reply(monkeypatch: pytest.Monk
 
     class Apps:
         def client_app(self, run: object, fab: object):
-            def broken(message: Message, context: Context) -> Message:
-                raise ValueError("boom")
-            return broken
+            return app_fn
 
     class Client:
         def close(self) -> None:
@@ -167,11 +163,97 @@ def test_an_exception_in_the_app_becomes_an_error_reply(monkeypatch: pytest.Monk
     monkeypatch.setattr(resident, "HeartbeatSender", _FakeHeartbeat)
     monkeypatch.setattr(resident, "pull_task_input", lambda client: (message, context, type("R", (), {"run_id": 1})(),
                                                                       None))
-    monkeypatch.setattr(resident, "push_message", lambda client, reply, ctx: pushed.update(reply=reply))
+    monkeypatch.setattr(resident, "push_message",
+                        push_message or (lambda client, reply, ctx: pushed.update(reply=reply)))
     monkeypatch.setattr(resident, "push_task_output",
                         lambda client, context, sub_status, details: pushed.update(status=sub_status, details=details))
-    resident.run_task(resident.RuntimeApi("127.0.0.1:1"), "token", 5, Apps())
+    try:
+        resident.run_task(resident.RuntimeApi("127.0.0.1:1"), "token", 5, Apps())
+    except resident.ExecutorStopped as stopped:
+        pushed["stopped"] = stopped
+    return pushed
+
+
+def test_an_exception_in_the_app_becomes_an_error_reply(monkeypatch: pytest.MonkeyPatch,
+                                                        client_task_identity: None) -> None:
+    """One failing message: an error reply and a FAILED task status, and run_task returns for the next task."""
+    from flwr.common.constant import ErrorCode, SubStatus
+
+    def broken(message, context):
+        raise ValueError("boom")
+
+    pushed = _one_task(monkeypatch, broken)
     reply = pushed["reply"]
     assert reply.has_error() and reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
     assert "boom" in reply.error.reason and reply.metadata.reply_to_message_id == "m-1"
     assert pushed["status"] == SubStatus.FAILED and "boom" in pushed["details"] and pushed["closed"]
+    assert "stopped" not in pushed
+
+
+def test_sigterm_while_pushing_the_reply_ends_the_task_then_stops(monkeypatch: pytest.MonkeyPatch,
+                                                                  client_task_identity: None) -> None:
+    """The signal handler raises inside push_message: the task still gets its final status, the
+    client is closed, and the executor stops instead of logging it as a push failure and going on."""
+    from flwr.app import Message, RecordDict
+    from flwr.common.constant import SubStatus
+
+    from feddqc_flwr.executor.resident import ExecutorStopped
+
+    def interrupted(client, reply, ctx):
+        raise ExecutorStopped("executor stopped by signal 15")
+
+    pushed = _one_task(monkeypatch, lambda message, context: Message(RecordDict(), reply_to=message), interrupted)
+    assert pushed["status"] == SubStatus.COMPLETED and pushed["closed"]
+    assert "signal 15" in str(pushed["stopped"])
+
+
+class _StatusClient:
+    """A Runtime API whose AcquireTask answers with an HTTP status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def AcquireTask(self, request: object) -> None:  # noqa: N802  # Flower's RPC name
+        import httpx
+
+        request = httpx.Request("POST", "http://127.0.0.1:1/AcquireTask")
+        raise httpx.HTTPStatusError("refused", request=request, response=httpx.Response(self.status, request=request))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "refused"), [(401, True), (403, True), (500, False), (404, False)])
+def test_only_an_auth_refusal_stops_the_executor_for_good(monkeypatch: pytest.MonkeyPatch, status: int,
+                                                          refused: bool) -> None:
+    """401/403 (wrong secret) -> RuntimeApiRefused (exit 3, not retried); other errors propagate, the
+    process exits 1 and the restart loop starts a new executor."""
+    import httpx
+
+    from feddqc_flwr.executor import resident
+
+    monkeypatch.setattr(resident.signal, "signal", lambda signum, handler: None)
+    monkeypatch.setattr(resident.RuntimeApi, "client", lambda self, interceptors, max_time: _StatusClient(status))
+    expected = resident.RuntimeApiRefused if refused else httpx.HTTPStatusError
+    with pytest.raises(expected) as raised:
+        resident.serve(resident.RuntimeApi("127.0.0.1:1"), poll_interval=0.01)
+    assert isinstance(raised.value, resident.RuntimeApiRefused) is refused
+
+
+def test_a_new_fab_empties_the_old_code_caches_before_dropping_it() -> None:
+    """The old app's cached model must not stay referenced while the new code loads its own."""
+    import functools
+    import sys
+    import types
+
+    from feddqc_flwr.executor.apps import _forget_modules
+
+    module = types.ModuleType("oldapp.llm")
+    exec("import functools\n@functools.lru_cache\ndef load(x):\n    return [x]\n", vars(module))  # noqa: S102
+    sys.modules["oldapp"], sys.modules["oldapp.llm"] = types.ModuleType("oldapp"), module
+    load = module.load
+    load(1)
+    assert load.cache_info().currsize == 1
+    _forget_modules("oldapp")
+    assert load.cache_info().currsize == 0 and "oldapp.llm" not in sys.modules and "oldapp" not in sys.modules
+    assert isinstance(load, functools._lru_cache_wrapper)
