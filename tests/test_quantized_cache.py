@@ -80,3 +80,24 @@ def test_changed_source_or_settings_get_their_own_copy(source: Path) -> None:
 def test_a_hub_model_not_downloaded_has_no_identity_yet(tmp_path: Path) -> None:
     assert source_identity("no-such-org/no-such-model-for-feddqc-tests") is None
     assert quantized_folder("no-such-org/no-such-model-for-feddqc-tests", "8bit", torch.float32) is None
+
+
+def test_a_copy_that_cannot_be_saved_or_loaded_only_costs_time(source: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A read-only or full cache: the quantized model still loads; a damaged copy: quantized again."""
+    from feddqc_flwr.llm import quantized_cache
+
+    def full_disk(target: Path, write: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(quantized_cache, "write_folder_once", full_disk)
+        model, reused = load_quantized(str(source), "8bit", torch.float32)
+    assert not reused and isinstance(model.model.layers[0].self_attn.q_proj, LAYER_TYPES["8bit"])
+    assert "Could not save the quantized copy" in caplog.text
+    load_quantized(str(source), "8bit", torch.float32)  # saves it this time
+    folder = quantized_folder(str(source), "8bit", torch.float32)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    model, reused = load_quantized(str(source), "8bit", torch.float32)
+    assert not reused and "does not load" in caplog.text
+    assert torch.isfinite(_logits(model)).all()

@@ -77,11 +77,18 @@ def load_quantized(path: str, quantization: str, compute_dtype: torch.dtype,
     folder = quantized_folder(path, quantization, compute_dtype)
     if folder is not None and (folder / "config.json").is_file():
         log.info("Loading %s in %s from its quantized copy %s", path, quantization, folder)
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=compute_dtype, **kwargs), True
+        try:
+            return AutoModelForCausalLM.from_pretrained(folder, dtype=compute_dtype, **kwargs), True
+        except Exception as err:  # noqa: BLE001  # a damaged copy fails in library-specific ways; the source works
+            log.warning("The quantized copy %s does not load (%s): quantizing %s again", folder, err, path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=compute_dtype,
                                                  quantization_config=bnb_config(quantization, compute_dtype), **kwargs)
     folder = folder or quantized_folder(path, quantization, compute_dtype)  # a hub model is cached now
-    if folder is not None:
+    if folder is not None and not (folder / "config.json").is_file():
         log.info("Saving %s in %s to %s: later loads skip quantization", path, quantization, folder)
-        write_folder_once(folder, model.save_pretrained)
+        try:
+            write_folder_once(folder, model.save_pretrained)
+        except (OSError, ValueError, RuntimeError, NotImplementedError) as err:  # the copy only saves time
+            log.warning("Could not save the quantized copy of %s to %s (%s): every load quantizes again",
+                        path, folder, err)
     return model, False
