@@ -201,7 +201,8 @@ def test_real_client_app_clips_train_and_leaves_queries_alone(tiny_model_dir: Pa
     raw = default_run_config()
     raw.update({"model": str(tiny_model_dir), "dataset": "demo", "local-steps": 1, "batch-size": 2,
                 "max-length": 96, "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
-                "hierarchies": 1, "num-server-rounds": 1, "dp-mode": "client-fixed", "dtype": "float32"})
+                "hierarchies": 1, "num-server-rounds": 1, "dp-mode": "client-fixed", "dtype": "float32",
+                "dp-histogram-epsilon": 1.0})
     context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 2},
                       state=RecordDict(), run_config=raw)
     arrays = adapter_arrays(load_model_bundle(spec_from_config(parse_run_config(raw))).model)
@@ -216,6 +217,8 @@ def test_real_client_app_clips_train_and_leaves_queries_alone(tiny_model_dir: Pa
     assert not reply.has_error(), reply.error
     update = {k: reply.content["arrays"][k].numpy() - arrays[k].numpy() for k in arrays}
     assert _norm(update) == pytest.approx(1e-4, rel=1e-3)  # lr 0.05 moves it far more than 1e-4: clipped
+    metrics = reply.content["metrics"]
+    assert metrics["pool"] > 0 and all(math.isnan(metrics[f"score-q{q}"]) for q in (10, 50, 90))  # noised away
 
 
 def test_histogram_noise_is_laplace_of_scale_one_over_epsilon() -> None:

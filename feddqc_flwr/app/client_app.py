@@ -223,7 +223,9 @@ def _quality_metrics(setup: ClientSetup, progress: ClientProgress, threshold: fl
     """Scalar summaries of the stage's selection (bad counts only exist for synthetic corruption)."""
     scores = progress.score_array()
     finite = scores[np.isfinite(scores)]
-    quantiles = np.quantile(finite, [0.1, 0.5, 0.9]) if finite.size else [np.nan] * 3
+    # Exact quantiles would tell what dp-histogram-epsilon's noise hides: NaN then (the keys stay).
+    private = bool(setup.cfg.dp_histogram_epsilon)
+    quantiles = np.quantile(finite, [0.1, 0.5, 0.9]) if finite.size and not private else [np.nan] * 3
     flags = setup.data.train.select(progress.stage_train)["is_bad"] if progress.stage_train else []
     pool_flags = setup.data.train.select(progress.scored_ids)["is_bad"] if progress.scored_ids else []
     kept = float((finite >= threshold).sum())

@@ -102,7 +102,8 @@ def privacy_report(cfg: RunConfig, strategy: Strategy) -> dict[str, Any]:
         "histogram_epsilon": cfg.dp_histogram_epsilon or None,  # None: the histogram counts are exact
         "protected": [],
         "not_protected": ["each client's count of scores and, with noise, its lowest and highest non-empty score bin",
-                          "train and evaluate metrics (pool sizes, score quantiles, selection quality, losses)"],
+                          "train and evaluate metrics (pool sizes, selection quality, losses; score quantiles "
+                          + ("withheld: NaN)" if cfg.dp_histogram_epsilon else "exact)")],
     }
     if cfg.dp_histogram_epsilon:
         report["protected"].append(f"histogram counts: Laplace noise of scale {1 / cfg.dp_histogram_epsilon:g} "
