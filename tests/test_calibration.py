@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -123,14 +124,21 @@ def test_every_score_reply_failing_does_not_crash_and_trains_unfiltered() -> Non
     assert grid.asked[SCORE_QUERY] == [11, 12, 11, 12]
 
 
-def test_anchor_rows_go_with_every_message_that_may_score() -> None:
+@pytest.mark.parametrize(("fraction_train", "expected"), [(1.0, {1: True, 2: False, 3: True}),
+                                                          (0.5, {1: True, 2: True, 3: True})])
+def test_anchor_rows_go_with_every_message_that_may_score(fraction_train: float, expected: dict) -> None:
     """nuggets/datainf score against the server's anchor rows: the query carries them, and so does
-    a hierarchy's first train message, for clients that score inside train."""
-    grid = ScriptedGrid([11], {})
-    cfg = make_config(histogram_bins=BINS, min_train_nodes=1, num_server_rounds=4, hierarchies=2)
+    a hierarchy's first train message, for clients that score inside train; with sampling, a client
+    can meet a hierarchy first in its second round, so every train message carries them."""
+    grid = ScriptedGrid([11, 12], {})
+    cfg = make_config(histogram_bins=BINS, min_train_nodes=1, num_server_rounds=4, hierarchies=2,
+                      fraction_train=fraction_train)
     anchors = [{"instruction": "a", "input": "", "response": "b"}]
     strategy = FedDQCStrategy(build_base_strategy(cfg), cfg, anchors)
+    # which nodes are sampled does not matter here (test_seeded_sampling covers it): take them all
+    strategy.sampling = SimpleNamespace(nodes=lambda grid, query, server_round, kind: grid)
     sent = {r: list(strategy.configure_train(r, ARRAYS, ConfigRecord(), grid)) for r in (1, 2, 3)}
-    carries = {r: all(REFERENCE_KEY in m.content["config"] for m in messages) for r, messages in sent.items()}
-    assert carries == {1: True, 2: False, 3: True} and grid.asked == {SCORE_QUERY: [11]}
+    carries = {r: bool(messages) and all(REFERENCE_KEY in m.content["config"] for m in messages)
+               for r, messages in sent.items()}
+    assert carries == expected and grid.asked[SCORE_QUERY] == [11, 12]
     assert json.loads(sent[3][0].content["config"][REFERENCE_KEY]) == anchors

@@ -302,7 +302,7 @@ def train(msg: Message, context: Context) -> Message:
             scores_now = progress.scored_stage != stage
             score_seconds = _select_for_stage(setup, progress, stage, threshold, context)
             save_progress(progress, context.state, store)
-            if scores_now:
+            if scores_now and bool(round_cfg.get("rescore", False)):  # the server reads sketches of that round only
                 extra[SKETCH_KEY] = _sketch(setup, progress)
         rows = setup.data.train.select(progress.stage_train)
         metrics = _quality_metrics(setup, progress, threshold)

@@ -143,7 +143,9 @@ class FedDQCStrategy(Strategy):
             "lambda": self.threshold if self.threshold is not None else -math.inf,
             **self._progress_config(),
         })
-        if rescore and self.reference_rows:  # a client that scores inside train needs the anchors too
+        # A client that scores inside train needs the anchors too: at a hierarchy start, or in any
+        # round when sampling may bring a client to this hierarchy for the first time later.
+        if self.reference_rows and (rescore or cfg.fraction_train < 1):
             round_config[REFERENCE_KEY] = json.dumps(self.reference_rows)
         nodes = self.sampling.nodes(grid, self._query_all, server_round, "train") if cfg.fraction_train < 1 else grid
         messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, nodes))
