@@ -78,13 +78,13 @@ def test_no_tracking_writes_no_event_file(tmp_path: Path) -> None:
 
 class _FakeWandbRun:
     def __init__(self, **kwargs: Any) -> None:
-        self.init_kwargs, self.logged, self.summary, self.finished = kwargs, {}, {}, False
+        self.init_kwargs, self.logged, self.summary, self.finished, self.exit_code = kwargs, {}, {}, False, None
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.logged.setdefault(step, {}).update(values)
 
-    def finish(self) -> None:
-        self.finished = True
+    def finish(self, exit_code: int = 0) -> None:
+        self.finished, self.exit_code = True, exit_code
 
 
 def test_wandb_gets_every_round_and_the_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,7 +99,7 @@ def test_wandb_gets_every_round_and_the_verdict(tmp_path: Path, monkeypatch: pyt
     for (tag, step), value in _expected(lines).items():
         assert run.logged[step][tag] == value, (tag, step)
     assert run.summary["verdict/h1/kept"] == 6 and run.summary["verdict/seconds/scoring"] == 55.0
-    assert run.finished
+    assert run.finished and run.exit_code == 0
     assert not list(run_dir.glob("events.out.tfevents.*"))  # only what `tracking` names
 
 
@@ -121,7 +121,7 @@ def test_mlflow_gets_every_round_and_the_verdict(tmp_path: Path, monkeypatch: py
     fake.log_params = lambda params: calls["params"].update(params)
     fake.log_metrics = lambda metrics, step=None: calls["metrics"].setdefault(step, {}).update(metrics)
     fake.log_text = lambda text, name: calls["texts"].update({name: text})
-    fake.end_run = lambda: calls.update(ended=True)
+    fake.end_run = lambda status: calls.update(ended=status)
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     run_dir, lines = _run(tmp_path, "mlflow")
     assert calls["run_name"] == run_dir.name and calls["params"]["scorer"] == "loss"
@@ -129,4 +129,31 @@ def test_mlflow_gets_every_round_and_the_verdict(tmp_path: Path, monkeypatch: py
         assert calls["metrics"][step][tag] == value, (tag, step)
     assert calls["metrics"][None]["verdict/h2/dropped"] == 3
     assert calls["texts"]["verdict.txt"].startswith("Verdict: did quality control do something?")
-    assert calls["ended"]
+    assert calls["ended"] == "FINISHED"
+
+
+def test_a_run_that_raises_ends_its_tracker_runs_as_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracker that cannot start closes the ones started before it; `abort` (the ServerApp's
+    exception path) ends W&B with exit code 1, once, however often it is called."""
+    ended: list[str] = []
+    fake = types.ModuleType("mlflow")
+    fake.start_run = lambda run_name: None
+    fake.log_params = lambda params: None
+    fake.end_run = lambda status: ended.append(status)
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setitem(sys.modules, "wandb", types.ModuleType("wandb"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with pytest.raises(ConfigError, match="set WANDB_API_KEY"):
+        RunProgress(make_config(tracking="mlflow,wandb"), tmp_path)
+    assert ended == ["FAILED"]
+
+    runs: list[_FakeWandbRun] = []
+    wandb = types.ModuleType("wandb")
+    wandb.init = lambda **kwargs: runs.append(_FakeWandbRun(**kwargs)) or runs[-1]
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    monkeypatch.setenv("WANDB_API_KEY", "test-key")
+    progress = RunProgress(make_config(tracking="wandb"), tmp_path)
+    progress.abort()
+    progress.abort()
+    assert runs[0].finished and runs[0].exit_code == 1

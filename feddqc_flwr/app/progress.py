@@ -45,3 +45,7 @@ class RunProgress:
         text = format_verdict(verdict)
         log.info("rounds:\n%s\n%s", final_table(self.records), text)
         self.tracking.finish(verdict, text)
+
+    def abort(self) -> None:
+        """The run raised: close the trackers' runs as failed (W&B/MLflow would show it running)."""
+        self.tracking.close(failed=True)

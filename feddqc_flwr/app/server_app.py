@@ -167,41 +167,46 @@ def main(grid: Grid, context: Context) -> None:
     recorder = RunRecorder(cfg, output_root(cfg), context.run_id)
     strategy.lineage = run_lineage(cfg, recorder.run_dir.name, context.run_id, checkpoint)
     progress = RunProgress(cfg, recorder.run_dir)
-    progress.start(len(split_source(cfg.data_spec).pool), len(sets.valid), len(sets.test))
-    round_end = RoundEnd(cfg, bundle, strategy, recorder, sets, closed_set, progress)
-    result = strategy.start(
-        grid=PollingGrid(grid, cfg.reply_poll_interval),  # every round trip, Flower's own included
-        initial_arrays=initial_arrays,
-        num_rounds=cfg.num_server_rounds - strategy.round_offset,
-        timeout=cfg.round_timeout,
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
-        evaluate_fn=round_end,
-    )
-    set_adapter_arrays(bundle.model, result.arrays if result.arrays is not None else initial_arrays)
-    final_dir = recorder.adapter_dir("final")
-    bundle.model.save_pretrained(final_dir)
-    last_train = strategy.rounds[cfg.num_server_rounds].train if strategy.rounds else {}
-    hierarchies = hierarchy_report(strategy.rounds) if cfg.method == "feddqc" else []
-    verdict = progress.verdict(time.time() - recorder.started)
-    summary_path = recorder.write_summary({
-        "final_adapter": str(final_dir),
-        "metrics": str(recorder.metrics_path),
-        "final_server_eval": round_end.last_eval,
-        "final_train_metrics": last_train,
-        "threshold": strategy.threshold,
-        "hierarchies": hierarchies,
-        "skipped_rows": dict(split_source(cfg.data_spec).skipped),
-        "failures": sum(r.failures for r in strategy.rounds.values()),
-        "excluded_replies": sum(r.excluded for r in strategy.rounds.values()),
-        "missing_replies": sum(r.missing for r in strategy.rounds.values()),
-        "rounds_not_aggregated": [r.server_round for r in strategy.rounds.values() if not r.aggregated],
-        "resumed_from": cfg.resume_from or None,
-        "privacy": privacy_report(cfg, strategy.base),
-        "verdict": verdict,
-    })
-    tensorboard = f"\n  TensorBoard: tensorboard --logdir {recorder.run_dir}" if "tensorboard" in cfg.trackers else ""
-    message = (f"FedDQC run finished.\n  adapter (PEFT): {final_dir}\n  metrics: {recorder.metrics_path}\n"
-               f"  summary: {summary_path}{tensorboard}")
-    log.info(message)
-    progress.finish(verdict)
+    try:
+        progress.start(len(split_source(cfg.data_spec).pool), len(sets.valid), len(sets.test))
+        round_end = RoundEnd(cfg, bundle, strategy, recorder, sets, closed_set, progress)
+        result = strategy.start(
+            grid=PollingGrid(grid, cfg.reply_poll_interval),  # every round trip, Flower's own included
+            initial_arrays=initial_arrays,
+            num_rounds=cfg.num_server_rounds - strategy.round_offset,
+            timeout=cfg.round_timeout,
+            train_config=ConfigRecord(),
+            evaluate_config=ConfigRecord(),
+            evaluate_fn=round_end,
+        )
+        set_adapter_arrays(bundle.model, result.arrays if result.arrays is not None else initial_arrays)
+        final_dir = recorder.adapter_dir("final")
+        bundle.model.save_pretrained(final_dir)
+        last_train = strategy.rounds[cfg.num_server_rounds].train if strategy.rounds else {}
+        hierarchies = hierarchy_report(strategy.rounds) if cfg.method == "feddqc" else []
+        verdict = progress.verdict(time.time() - recorder.started)
+        summary_path = recorder.write_summary({
+            "final_adapter": str(final_dir),
+            "metrics": str(recorder.metrics_path),
+            "final_server_eval": round_end.last_eval,
+            "final_train_metrics": last_train,
+            "threshold": strategy.threshold,
+            "hierarchies": hierarchies,
+            "skipped_rows": dict(split_source(cfg.data_spec).skipped),
+            "failures": sum(r.failures for r in strategy.rounds.values()),
+            "excluded_replies": sum(r.excluded for r in strategy.rounds.values()),
+            "missing_replies": sum(r.missing for r in strategy.rounds.values()),
+            "rounds_not_aggregated": [r.server_round for r in strategy.rounds.values() if not r.aggregated],
+            "resumed_from": cfg.resume_from or None,
+            "privacy": privacy_report(cfg, strategy.base),
+            "verdict": verdict,
+        })
+        tensorboard = (f"\n  TensorBoard: tensorboard --logdir {recorder.run_dir}"
+                       if "tensorboard" in cfg.trackers else "")
+        message = (f"FedDQC run finished.\n  adapter (PEFT): {final_dir}\n  metrics: {recorder.metrics_path}\n"
+                   f"  summary: {summary_path}{tensorboard}")
+        log.info(message)
+        progress.finish(verdict)
+    except BaseException:
+        progress.abort()  # W&B/MLflow runs end as failed instead of staying open
+        raise

@@ -45,7 +45,7 @@ def verdict_scalars(verdict: Mapping[str, Any]) -> dict[str, float]:
         out.update({f"verdict/h{h['hierarchy']}/{k}": float(v) for k, v in h.items()
                     if k != "hierarchy" and _finite(v)})
     for name, loss in verdict["losses"].items():
-        out.update({f"verdict/{name}/{k}": float(v) for k, v in loss.items()})
+        out.update({f"verdict/{name}/{k}": float(v) for k, v in loss.items() if _finite(v)})
     out.update({f"verdict/seconds/{k}": float(v) for k, v in verdict["seconds"].items()})
     return out
 
@@ -55,7 +55,7 @@ class Tracker(Protocol):
 
     def log_verdict(self, scalars: Mapping[str, float], text: str) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, failed: bool = False) -> None: ...
 
 
 class TensorBoardTracker:
@@ -76,7 +76,7 @@ class TensorBoardTracker:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, global_step=0)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
@@ -105,8 +105,8 @@ class WandbTracker:
     def log_verdict(self, scalars: Mapping[str, float], text: str) -> None:
         self.run.summary.update(dict(scalars))
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 class MlflowTracker:
@@ -126,8 +126,8 @@ class MlflowTracker:
         self.mlflow.log_metrics(dict(scalars))
         self.mlflow.log_text(text, "verdict.txt")
 
-    def close(self) -> None:
-        self.mlflow.end_run()
+    def close(self, failed: bool = False) -> None:
+        self.mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
 
 class RunTracking:
@@ -135,13 +135,14 @@ class RunTracking:
 
     def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
         self.trackers: list[Tracker] = []
-        for name in cfg.trackers:
-            if name == "tensorboard":
-                self.trackers.append(TensorBoardTracker(run_dir))
-            elif name == "wandb":
-                self.trackers.append(WandbTracker(cfg, run_dir))
-            elif name == "mlflow":
-                self.trackers.append(MlflowTracker(cfg, run_dir))
+        makers = {"tensorboard": lambda: TensorBoardTracker(run_dir), "wandb": lambda: WandbTracker(cfg, run_dir),
+                  "mlflow": lambda: MlflowTracker(cfg, run_dir)}
+        try:
+            for name in cfg.trackers:
+                self.trackers.append(makers[name]())
+        except BaseException:
+            self.close(failed=True)  # the ones already started must not stay open
+            raise
 
     def log_record(self, record: Mapping[str, Any]) -> None:
         scalars = round_scalars(record)
@@ -152,4 +153,10 @@ class RunTracking:
         scalars = verdict_scalars(verdict)
         for tracker in self.trackers:
             tracker.log_verdict(scalars, text)
-            tracker.close()
+        self.close()
+
+    def close(self, failed: bool = False) -> None:
+        """End every tracker's run once (W&B/MLflow marked failed when the run raised)."""
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close(failed)
