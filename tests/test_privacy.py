@@ -182,9 +182,10 @@ def test_client_mod_clips_the_train_reply(mode: str) -> None:
     np.testing.assert_allclose(reply.content["arrays"][KEYS[0]].numpy(), [1.3, 1.4], rtol=1e-6)
     assert ("norm_bit" in reply.content["metrics"]) == (mode == "client-adaptive")
     unchanged = client_clipping_mod(msg, _context(mode), lambda m, c: Message(
-        RecordDict({"arrays": m.content["arrays"], "metrics": MetricRecord({"num-examples": 0})}), reply_to=m))
+        RecordDict({"arrays": m.content["arrays"], "metrics": MetricRecord({"num-examples": 2})}), reply_to=m))
     assert not unchanged.has_error()  # nothing trained: Flower's clip would divide by a zero norm
     np.testing.assert_array_equal(unchanged.content["arrays"][KEYS[0]].numpy(), [1.0, 1.0])
+    assert unchanged.content["metrics"]["num-examples"] == 0  # no clipping bit: kept out of the aggregate
     passthrough = client_clipping_mod(msg, _context("server-fixed"), train)
     np.testing.assert_array_equal(passthrough.content["arrays"][KEYS[0]].numpy(), [4.0, 5.0])
 

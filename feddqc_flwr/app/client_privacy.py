@@ -21,7 +21,8 @@ def client_clipping_mod(msg: Message, ctxt: Context, call_next: ClientAppCallabl
 
     Flower's clip divides by the update's norm, so an unchanged adapter (a client with nothing to
     train, whose reply weighs 0 and is left out of the aggregate) raises ZeroDivisionError: that
-    reply is returned as it is.
+    reply is returned with weight 0, so the server leaves it out even though it lacks the clipping
+    bit that client-adaptive's server wrapper expects on every aggregated reply.
     """
     mod = CLIENT_MODS.get(str(ctxt.run_config.get("dp-mode", "none")))
     if mod is None:
@@ -36,6 +37,7 @@ def client_clipping_mod(msg: Message, ctxt: Context, call_next: ClientAppCallabl
         return mod(msg, ctxt, train_once)
     except ZeroDivisionError:
         if replies and _unchanged(msg, replies[0]):
+            replies[0].content["metrics"]["num-examples"] = 0
             return replies[0]
         raise
 
