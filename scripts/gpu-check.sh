@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command GPU check of what CI cannot run: bf16 and 8-bit loading, two training steps each,
-# and the scoring and train-speed benches at GPU batch sizes; JSON (and PNG) into OUT.
+# the scoring and train-speed benches at GPU batch sizes, and the 8-bit load from source vs from
+# the saved quantized copy (bench reload); JSON (and PNG) into OUT.
 #
 # On the CUDA host, whose python3 already has torch, transformers and peft:
 #     bash scripts/gpu-check.sh [OUT]            # default OUT: gpu-check/
@@ -40,3 +41,5 @@ set -x
     --train-steps 2 --out "$OUT/scoring-gpu.json"
 "$PY" -m feddqc_flwr.cli.main bench train-speed --model "$MODEL" --rows 128 --batch-size 16 --rounds 3 \
     --steps-per-round 4 --out "$OUT/train-speed-gpu.json"
+"$PY" -m feddqc_flwr.cli.main bench reload --model "$MODEL" --repeats 2 --quantization 8bit \
+    --out "$OUT/reload-gpu.json"

@@ -92,13 +92,14 @@ import torch
 from transformers import AutoModelForCausalLM
 from feddqc_flwr.llm.quantized_cache import bnb_config, load_quantized
 path, quantization, mode = sys.argv[1:4]
+placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}  # as load_base_model places it
 started = time.perf_counter()
 if mode == "source":
     config = bnb_config(quantization, torch.float32)
-    AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=config)
+    AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=config, **placement)
     reused = False
 else:
-    reused = load_quantized(path, quantization, torch.float32)[1]
+    reused = load_quantized(path, quantization, torch.float32, **placement)[1]
 print(json.dumps({"seconds": time.perf_counter() - started, "reused": reused}))
 """
 QUANTIZED_MODES = ("source", "first", "copy")
