@@ -40,3 +40,20 @@ def test_app_and_method_never_import_the_tools() -> None:
     graph = _package_imports()
     offending = [(a, b) for a, b in graph.edges if a not in TOOLS and b in TOOLS]
     assert offending == []
+
+
+def test_the_fab_holds_the_app_and_its_config_only(tmp_path: Path) -> None:
+    """`flwr build` (what `flwr run` ships to every node) packs the package, pyproject and README:
+    no results, benchmarks or tests, whose changes would change the FAB's hash and size."""
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = PACKAGE.parent
+    subprocess.run([str(Path(sys.executable).parent / "flwr"), "build", "--app", str(repo)], cwd=tmp_path,
+                   check=True, capture_output=True)
+    (fab,) = tmp_path.glob("*.fab")
+    names = zipfile.ZipFile(fab).namelist()
+    tops = {name.split("/")[0] for name in names if not name.startswith(".info/")}
+    assert tops == {"feddqc_flwr", "pyproject.toml", "README.md"}, tops
+    assert "feddqc_flwr/app/client_app.py" in names and "feddqc_flwr/presets/paper.toml" in names
