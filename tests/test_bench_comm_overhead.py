@@ -56,6 +56,25 @@ def test_parallel_clients_last_as_long_as_the_slowest(tmp_path: Path) -> None:
         round_overhead(tmp_path / "metrics.jsonl", clients="threads")
 
 
+def test_train_round_trip_splits_into_client_handlers_and_messaging(tmp_path: Path) -> None:
+    """Sent at 110, replies aggregated at 125: a 15 s round trip; the slowest handler took 9 s, so 6 s
+    went to messaging (parallel clients); sequential clients' handlers add up (9 + 4 = 13 -> 2 s)."""
+    lines = [
+        {"server_round": 0, "time": 100.0},
+        {"server_round": 1, "time": 130.0, "sent_at": 110.0, "replies_at": 125.0, "server_eval": {"seconds": 2.0},
+         "clients": [{"train-seconds": 8.0, "handler-seconds": 9.0}, {"train-seconds": 3.0, "handler-seconds": 4.0}]},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    parallel = round_overhead(tmp_path / "metrics.jsonl", clients="parallel")
+    assert parallel["rounds"][0]["train_round_trip_seconds"] == pytest.approx(15.0)
+    assert parallel["rounds"][0]["client_handler_seconds"] == pytest.approx(9.0)
+    assert parallel["messaging_seconds"] == pytest.approx(6.0) and parallel["messaging_share"] == pytest.approx(0.2)
+    assert round_overhead(tmp_path / "metrics.jsonl")["messaging_seconds"] == pytest.approx(2.0)
+    lines[1].pop("sent_at")  # runs written before the round trip was logged: no such columns
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert "messaging_seconds" not in round_overhead(tmp_path / "metrics.jsonl", clients="parallel")
+
+
 def test_transport_accuracy_compares_test_loss_per_round(tmp_path: Path) -> None:
     for name, losses in (("fp32", [3.0, 2.5, 2.25]), ("fp16", [3.0, 2.5, 2.3])):
         run = tmp_path / name

@@ -286,6 +286,7 @@ def train(msg: Message, context: Context) -> Message:
     from feddqc_flwr.llm.model import adapter_arrays, arrays_are_finite, model_load_counts
     from feddqc_flwr.training.local_sft import LocalTrainConfig, train_adapter
 
+    handler_started = time.perf_counter()  # `handler-seconds`: the whole message inside the ClientApp
     setup = _setup(msg, context)
     cfg, round_cfg = setup.cfg, msg.content["config"]
     server_round = int(round_cfg["server-round"])
@@ -314,7 +315,8 @@ def train(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     if len(rows) == 0:
         log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)
-        metrics.update({"train-loss": float("nan"), "train-prox": float("nan"), "train-seconds": 0.0})
+        metrics.update({"train-loss": float("nan"), "train-prox": float("nan"), "train-seconds": 0.0,
+                        "handler-seconds": time.perf_counter() - handler_started})
         return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics), **extra}),
                        reply_to=msg)
     result = train_adapter(setup.bundle.model, setup.bundle.tokenizer, list(rows), LocalTrainConfig(
@@ -330,7 +332,8 @@ def train(msg: Message, context: Context) -> Message:
         log.error(reason)
         return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
     metrics.update({"train-loss": result.loss, "train-prox": result.prox,
-                    "train-seconds": time.perf_counter() - started})
+                    "train-seconds": time.perf_counter() - started,
+                    "handler-seconds": time.perf_counter() - handler_started})
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), **extra}), reply_to=msg)
 
 

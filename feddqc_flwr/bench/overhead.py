@@ -37,6 +37,20 @@ def _round_times(line: dict[str, Any], clients: str) -> tuple[float, float]:
     return train + queries + evaluation, setup
 
 
+def _train_round_trip(line: dict[str, Any], clients: str) -> dict[str, float]:
+    """Where the train messages' time went (runs that log `sent_at`/`replies_at`, server clock, and
+    `handler-seconds`, client clock): the round trip from handing the messages to the Grid to
+    aggregating the replies, the ClientApp handlers inside it, and the rest of it, which is
+    messaging (Grid, SuperLink, SuperNode, executor or process start)."""
+    handlers = [c.get("handler-seconds") for c in line.get("clients", [])]
+    if line.get("sent_at") is None or line.get("replies_at") is None or not handlers or None in handlers:
+        return {}
+    combine = sum if clients == "sequential" else max
+    trip, handler = line["replies_at"] - line["sent_at"], combine(handlers)
+    return {"train_round_trip_seconds": trip, "client_handler_seconds": handler,
+            "messaging_seconds": trip - handler}
+
+
 def round_overhead(metrics_path: Path, clients: str = "sequential") -> dict[str, Any]:
     """Per-round wall, compute, set-up and Flower seconds, and the overall shares."""
     if clients not in CLIENT_MODES:
@@ -50,10 +64,15 @@ def round_overhead(metrics_path: Path, clients: str = "sequential") -> dict[str,
         compute, setup = _round_times(line, clients)
         overhead = wall - compute - setup
         rounds.append({"round": line["server_round"], "wall_seconds": wall, "compute_seconds": compute,
-                       "setup_seconds": setup, "overhead_seconds": overhead, "overhead_share": overhead / wall})
+                       "setup_seconds": setup, "overhead_seconds": overhead, "overhead_share": overhead / wall,
+                       **_train_round_trip(line, clients)})
     wall = sum(r["wall_seconds"] for r in rounds)
     overhead = sum(r["overhead_seconds"] for r in rounds)
     setup = sum(r["setup_seconds"] for r in rounds)
-    return {"clients": clients, "rounds": rounds, "wall_seconds": wall, "overhead_seconds": overhead,
-            "setup_seconds": setup, "overhead_share": overhead / wall if wall else float("nan"),
-            "setup_share": setup / wall if wall else float("nan")}
+    out = {"clients": clients, "rounds": rounds, "wall_seconds": wall, "overhead_seconds": overhead,
+           "setup_seconds": setup, "overhead_share": overhead / wall if wall else float("nan"),
+           "setup_share": setup / wall if wall else float("nan")}
+    if rounds and all("messaging_seconds" in r for r in rounds):
+        out["messaging_seconds"] = sum(r["messaging_seconds"] for r in rounds)
+        out["messaging_share"] = out["messaging_seconds"] / wall
+    return out

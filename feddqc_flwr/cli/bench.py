@@ -109,13 +109,18 @@ def _overhead(args: argparse.Namespace) -> None:
     result.update({"command": args.command_line, "run_dir": args.run_dir,
                    "machine": describe_machine()})
     path = _write(result, args.out)
+    trips = "messaging_seconds" in result  # runs that log the train round trip
+    extra = ("train_round_trip_seconds", "client_handler_seconds", "messaging_seconds") if trips else ()
     rows = [[r["round"], *(f"{r[k]:.1f}" for k in ("wall_seconds", "compute_seconds", "setup_seconds",
-                                                  "overhead_seconds")), f"{r['overhead_share']:.1%}"]
+                                                  "overhead_seconds")), f"{r['overhead_share']:.1%}",
+             *(f"{r[k]:.1f}" for k in extra)]
             for r in result["rounds"]]
     rows.append(["all", f"{result['wall_seconds']:.1f}", "", f"{result['setup_seconds']:.1f}",
-                 f"{result['overhead_seconds']:.1f}", f"{result['overhead_share']:.1%}"])
+                 f"{result['overhead_seconds']:.1f}", f"{result['overhead_share']:.1%}",
+                 *(["", "", f"{result['messaging_seconds']:.1f}"] if trips else [])])
     show_table(f"Flower round overhead ({path}); client set-up {result['setup_share']:.1%} of wall time",
-               ["round", "wall s", "compute s", "client set-up s", "Flower s", "Flower share"], rows,
+               ["round", "wall s", "compute s", "client set-up s", "Flower s", "Flower share",
+                *(["train round trip s", "ClientApp s", "messaging s"] if trips else [])], rows,
                right_align=True)
 
 

@@ -71,6 +71,8 @@ class RoundLog:
     missing: int = 0
     excluded: int = 0
     aggregated: bool = False
+    sent_at: float | None = None  # server clock: train messages handed to the Grid
+    replies_at: float | None = None  # server clock: the round's replies reached aggregate_train
 
 
 class FedDQCStrategy(Strategy):
@@ -150,6 +152,7 @@ class FedDQCStrategy(Strategy):
         nodes = self.sampling.nodes(grid, self._query_all, server_round, "train") if cfg.fraction_train < 1 else grid
         messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, nodes))
         entry.sent = len(messages)
+        entry.sent_at = time.time()
         if 0 < entry.sent < dp_replies_needed(self.base):
             log.warning("round %d: %d client(s) sampled, fewer than dp-num-sampled-clients = %d that the noise "
                         "is calibrated for: this round will not be aggregated", server_round, entry.sent,
@@ -241,6 +244,7 @@ class FedDQCStrategy(Strategy):
         replies = list(replies)
         server_round += self.round_offset
         entry = self.rounds[server_round]
+        entry.replies_at = time.time()
         entry.missing = max(0, entry.sent - len(replies))
         if entry.missing:
             log.warning("round %d: %d of %d nodes sent no reply within round-timeout", server_round,
