@@ -41,8 +41,9 @@ def client(tiny_model_dir: Path) -> tuple[Context, ArrayRecord]:
     return context, adapter_arrays(load_model_bundle(spec_from_config(cfg)).model)
 
 
-def _train(context: Context, arrays: ArrayRecord, lr: float) -> Message:
-    config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": False, "lr": lr, "lambda": -1e9})
+def _train(context: Context, arrays: ArrayRecord, lr: float, rescore: bool = True) -> Message:
+    # rescore: round 1 starts hierarchy 1 (a client that has not scored yet scores inside train)
+    config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": rescore, "lr": lr, "lambda": -1e9})
     return deliver(context, "train", RecordDict({"arrays": arrays, "config": config}))
 
 
@@ -90,6 +91,12 @@ def test_no_text_or_token_ids_leave_the_client(client) -> None:
         for ids in token_rows:  # no run of 8 token ids, in any integer encoding numpy could use
             for dtype in ("<i8", "<i4", "<f4"):
                 assert np.asarray(ids[:8], dtype=dtype).tobytes() not in wire, (kind, dtype)
+    # sampled first in a later round of the hierarchy: it scores, but the server reads no sketch then
+    late = Context(run_id=1, node_id=7, node_config=dict(context.node_config), state=RecordDict(),
+                   run_config=dict(context.run_config))
+    late_reply = _train(late, arrays, lr=1e-3, rescore=False)
+    assert not late_reply.has_error() and SKETCH_KEY not in late_reply.content
+    assert late_reply.content["metrics"]["pool"] > 0  # it did score and select
     for kind in ("query.score", "train (scores inside)"):  # every fresh score in one bin
         counts = replies[kind].content[SKETCH_KEY]["counts"]
         assert sum(counts) == replies["query.score"].content["metrics"]["count"] > 0, kind
