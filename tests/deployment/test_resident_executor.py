@@ -71,8 +71,8 @@ def test_resident_executor_matches_stock_and_keeps_the_model(tmp_path: Path, tin
 
 def _executor_child(supernode: psutil.Process) -> psutil.Process:
     """The supervised executor process (not its restart loop) under a node's supernode.sh."""
-    found = [p for p in supernode.children(recursive=True)
-             if "feddqc_flwr.executor" in " ".join(p.cmdline()) and "--restart" not in p.cmdline()]
+    found = [p for p in supernode.children(recursive=True)  # not feddqc_flwr.executor.fast_supernode
+             if "feddqc_flwr.executor" in p.cmdline() and "--restart" not in p.cmdline()]
     assert len(found) == 1, found
     return found[0]
 
