@@ -89,14 +89,12 @@ def bench_reload(run_config: Mapping[str, Any], repeats: int) -> dict[str, Any]:
 _QUANTIZED_CHILD = """
 import json, sys, time
 import torch
-from transformers import AutoModelForCausalLM
-from feddqc_flwr.llm.quantized_cache import bnb_config, load_quantized
+from feddqc_flwr.llm.quantized_cache import load_quantized, quantize_from_source
 path, quantization, mode = sys.argv[1:4]
 placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}  # as load_base_model places it
 started = time.perf_counter()
 if mode == "source":
-    config = bnb_config(quantization, torch.float32)
-    AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=config, **placement)
+    quantize_from_source(path, quantization, torch.float32, **placement)
     reused = False
 else:
     reused = load_quantized(path, quantization, torch.float32, **placement)[1]

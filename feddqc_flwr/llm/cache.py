@@ -24,9 +24,7 @@ def write_folder_once(target: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         tmp.rename(target)
     except OSError:
-        if not target.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():  # not a lost race: a real failure
             raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename

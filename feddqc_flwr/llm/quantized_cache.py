@@ -70,6 +70,13 @@ def quantized_folder(path: str, quantization: str, compute_dtype: torch.dtype) -
     return cache_root() / "quantized" / f"{slug}-{quantization}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def quantize_from_source(path: str, quantization: str, compute_dtype: torch.dtype,
+                         **kwargs: Any) -> PreTrainedModel:
+    """bitsandbytes' own path: read the full-precision weights and quantize them while loading."""
+    return AutoModelForCausalLM.from_pretrained(path, dtype=compute_dtype,
+                                                quantization_config=bnb_config(quantization, compute_dtype), **kwargs)
+
+
 def load_quantized(path: str, quantization: str, compute_dtype: torch.dtype,
                    **kwargs: Any) -> tuple[PreTrainedModel, bool]:
     """The model in 8/4-bit and whether it came from the saved copy. `kwargs` go to `from_pretrained`
@@ -81,8 +88,7 @@ def load_quantized(path: str, quantization: str, compute_dtype: torch.dtype,
             return AutoModelForCausalLM.from_pretrained(folder, dtype=compute_dtype, **kwargs), True
         except Exception as err:  # noqa: BLE001  # a damaged copy fails in library-specific ways; the source works
             log.warning("The quantized copy %s does not load (%s): quantizing %s again", folder, err, path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=compute_dtype,
-                                                 quantization_config=bnb_config(quantization, compute_dtype), **kwargs)
+    model = quantize_from_source(path, quantization, compute_dtype, **kwargs)
     folder = folder or quantized_folder(path, quantization, compute_dtype)  # a hub model is cached now
     if folder is not None and not (folder / "config.json").is_file():
         log.info("Saving %s in %s to %s: later loads skip quantization", path, quantization, folder)

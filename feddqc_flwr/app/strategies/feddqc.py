@@ -153,10 +153,10 @@ class FedDQCStrategy(Strategy):
         messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, nodes))
         entry.sent = len(messages)
         entry.sent_at = time.time()
-        if 0 < entry.sent < dp_replies_needed(self.base):
+        dp_needed = dp_replies_needed(self.base)
+        if 0 < entry.sent < dp_needed:
             log.warning("round %d: %d client(s) sampled, fewer than dp-num-sampled-clients = %d that the noise "
-                        "is calibrated for: this round will not be aggregated", server_round, entry.sent,
-                        dp_replies_needed(self.base))
+                        "is calibrated for: this round will not be aggregated", server_round, entry.sent, dp_needed)
         return messages
 
     def _progress_config(self) -> dict[str, str]:
