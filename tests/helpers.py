@@ -11,6 +11,7 @@ from flwr.serverapp import Grid
 
 from feddqc_flwr.app.client_app import app
 from feddqc_flwr.app.config import RunConfig, parse_run_config
+from feddqc_flwr.app.packed_arrays import pack_message, unpack_message
 from feddqc_flwr.app.run_defaults import default_run_config
 
 
@@ -22,11 +23,13 @@ def make_config(**overrides: Any) -> RunConfig:
 
 
 def deliver(context: Context, message_type: str, content: RecordDict) -> Message:
-    """Run the ClientApp on one message from the server (node 7), in-process, and return its reply."""
+    """Run the ClientApp on one message from the server (node 7), in-process, and return its reply.
+
+    The content is packed and the reply unpacked as the ServerApp's `PollingGrid` does on the wire."""
     metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
                         reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
                         message_type=message_type)
-    return app(Message(content=content, metadata=metadata), context)
+    return unpack_message(app(pack_message(Message(content=content, metadata=metadata)), context))
 
 
 class PushPullGrid(Grid):

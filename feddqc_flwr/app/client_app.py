@@ -40,6 +40,7 @@ from feddqc_flwr.app.client_progress import (
     save_progress,
 )
 from feddqc_flwr.app.config import RunConfig, parse_run_config
+from feddqc_flwr.app.packed_arrays import packing_mod
 from feddqc_flwr.app.protocol import REFERENCE_KEY, SKETCH_KEY
 from feddqc_flwr.app.quiet import apply_console_mode
 from feddqc_flwr.data.spec import ClientData
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from feddqc_flwr.llm.model import ModelBundle
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
-app = ClientApp()
+app = ClientApp(mods=[packing_mod])  # outermost: every handler and mod sees the adapter unpacked
 
 
 @dataclass

@@ -5,18 +5,36 @@ so every round trip ends up to 3 s after its last reply arrived. This wrapper ke
 grid for everything and replaces only that wait: it pushes with the public `push_messages` and
 pulls with `pull_messages` every `pull_interval` seconds. `Strategy.start` calls
 `grid.send_and_receive` itself, so wrapping the grid once covers the train and evaluate rounds
-as well as the app's own queries.
+as well as the app's own queries. It is also where the server's side of `packed_arrays` sits:
+messages leave with their adapter packed into one array and replies come back unpacked.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
+from feddqc_flwr.app.packed_arrays import pack_message, unpack_message
+
+log = logging.getLogger("flwr").getChild(__name__)
+
+
+def _unpacked_or_error(msg: Message) -> Message:
+    """The reply unpacked; one whose packed arrays do not match their layout becomes an error reply,
+    so the strategy counts it as a failure instead of the run stopping."""
+    try:
+        return unpack_message(msg)
+    except (ValueError, TypeError, KeyError) as exc:
+        reason = f"reply from node {msg.metadata.src_node_id} could not be unpacked: {exc}"
+        log.error(reason)
+        return Message(metadata=msg.metadata, error=Error(code=ErrorCode.UNKNOWN, reason=reason))
 
 
 class PollingGrid(Grid):
@@ -47,10 +65,10 @@ class PollingGrid(Grid):
         return self.grid.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
+        return self.grid.push_messages([pack_message(msg) for msg in messages])
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.grid.pull_messages(message_ids)
+        return [_unpacked_or_error(msg) for msg in self.grid.pull_messages(message_ids)]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push, then pull until every reply came or `timeout` seconds passed (None: no limit).
