@@ -71,7 +71,9 @@ def test_nan_scores_are_not_counted_and_corrupted_rows_are_counted_apart() -> No
 def test_noise_covers_every_bin_between_the_lowest_and_highest_non_empty_one() -> None:
     sketch = ScoreSketch.of(np.array([-1.0, 1.0]), np.array([False, True]), 200)
     noisy = sketch.noisy(lambda counts: counts + 1)
-    span = bin_index(np.array([1.0]), 200)[0] - bin_index(np.array([-1.0]), 200)[0] + 1
+    # 200 bins: edges grow by 1.01 from 1e-9, so 1.0 is in bin floor(ln(1e9) / ln(1.01)) + 1 = 2083
+    # and -1.0 in bin -2083: 4167 bins from the lowest to the highest, each noised
+    span = 2083 + 2083 + 1
     assert len(noisy.counts) == span and noisy.total == 2 + span
     assert noisy.bad == sketch.bad  # corrupted counts (synthetic flags) stay exact
 

@@ -79,12 +79,14 @@ def test_no_tracking_writes_no_event_file(tmp_path: Path) -> None:
 class _FakeWandbRun:
     def __init__(self, **kwargs: Any) -> None:
         self.init_kwargs, self.logged, self.summary, self.finished, self.exit_code = kwargs, {}, {}, False, None
+        self.finish_calls = 0
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.logged.setdefault(step, {}).update(values)
 
     def finish(self, exit_code: int = 0) -> None:
         self.finished, self.exit_code = True, exit_code
+        self.finish_calls += 1
 
 
 def test_wandb_gets_every_round_and_the_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,8 +135,9 @@ def test_mlflow_gets_every_round_and_the_verdict(tmp_path: Path, monkeypatch: py
 
 
 def test_a_run_that_raises_ends_its_tracker_runs_as_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A tracker that cannot start closes the ones started before it; `abort` (the ServerApp's
-    exception path) ends W&B with exit code 1, once, however often it is called."""
+    """A tracker that cannot start closes the ones started before it; an exception inside the
+    ServerApp's `with RunProgress(...)` ends W&B with exit code 1, once, however often it closes;
+    a run that ends normally inside the block is not marked failed."""
     ended: list[str] = []
     fake = types.ModuleType("mlflow")
     fake.start_run = lambda run_name: None
@@ -153,7 +156,11 @@ def test_a_run_that_raises_ends_its_tracker_runs_as_failed(tmp_path: Path, monke
     wandb.init = lambda **kwargs: runs.append(_FakeWandbRun(**kwargs)) or runs[-1]
     monkeypatch.setitem(sys.modules, "wandb", wandb)
     monkeypatch.setenv("WANDB_API_KEY", "test-key")
+    with RunProgress(make_config(tracking="wandb"), tmp_path):
+        pass
+    assert not runs[0].finished
     progress = RunProgress(make_config(tracking="wandb"), tmp_path)
-    progress.abort()
-    progress.abort()
-    assert runs[0].finished and runs[0].exit_code == 1
+    with pytest.raises(RuntimeError, match="round 3 failed"), progress:
+        raise RuntimeError("round 3 failed")
+    progress.__exit__(RuntimeError, None, None)
+    assert runs[1].finish_calls == 1 and runs[1].exit_code == 1

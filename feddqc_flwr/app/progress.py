@@ -31,7 +31,7 @@ class RunProgress:
     def record(self, record: Mapping[str, Any]) -> None:
         """One round's record, as written to metrics.jsonl."""
         self.records.append(dict(record))
-        seconds = round_seconds(self.records)[-1]
+        seconds = round_seconds(self.records[-2:])[-1]  # the last two records suffice
         if record.get("rescore"):
             log.info("%s", scoring_line(record, self.cfg.stages))
         log.info("%s", round_line(record, self.cfg.num_server_rounds, self.cfg.stages, seconds))
@@ -46,6 +46,10 @@ class RunProgress:
         log.info("rounds:\n%s\n%s", final_table(self.records), text)
         self.tracking.finish(verdict, text)
 
-    def abort(self) -> None:
-        """The run raised: close the trackers' runs as failed (W&B/MLflow would show it running)."""
-        self.tracking.close(failed=True)
+    def __enter__(self) -> RunProgress:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """A run that raised closes its trackers' runs as failed (W&B/MLflow would show it running)."""
+        if exc_type is not None:
+            self.tracking.close(failed=True)

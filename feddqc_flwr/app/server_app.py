@@ -166,8 +166,7 @@ def main(grid: Grid, context: Context) -> None:
                  checkpoint.threshold)
     recorder = RunRecorder(cfg, output_root(cfg), context.run_id)
     strategy.lineage = run_lineage(cfg, recorder.run_dir.name, context.run_id, checkpoint)
-    progress = RunProgress(cfg, recorder.run_dir)
-    try:
+    with RunProgress(cfg, recorder.run_dir) as progress:  # trackers end as failed if the run raises
         progress.start(len(split_source(cfg.data_spec).pool), len(sets.valid), len(sets.test))
         round_end = RoundEnd(cfg, bundle, strategy, recorder, sets, closed_set, progress)
         result = strategy.start(
@@ -207,6 +206,3 @@ def main(grid: Grid, context: Context) -> None:
                    f"  summary: {summary_path}{tensorboard}")
         log.info(message)
         progress.finish(verdict)
-    except BaseException:
-        progress.abort()  # W&B/MLflow runs end as failed instead of staying open
-        raise

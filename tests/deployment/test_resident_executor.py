@@ -6,6 +6,7 @@ changes them fails here (or is refused by the version check) instead of in someo
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import time
@@ -107,7 +108,9 @@ def test_killed_executor_restarts_and_run_completes(tmp_path: Path, tiny_model_d
 
 def test_installed_flwr_is_supported() -> None:
     """Fails when flwr is upgraded past the releases the executor was checked against."""
-    assert versions.check_flwr() in versions.SUPPORTED_FLWR
+    installed = importlib.metadata.version("flwr")
+    assert installed in versions.SUPPORTED_FLWR
+    assert versions.check_flwr() == installed
 
 
 def test_unsupported_flwr_is_refused_with_a_clear_message(monkeypatch: pytest.MonkeyPatch,
