@@ -33,6 +33,7 @@ def _record() -> ArrayRecord:
         "b.lora_B": Array(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)),  # 16 bytes
         "a.lora_A": Array(np.array([0.5, -1.5, 2.25], dtype=np.float16)),  # 6 bytes
         "c.bias": Array(np.array([[[7]]], dtype=np.int64)),  # 8 bytes
+        "d.scale": Array(np.array(0.25, dtype=np.float32)),  # 0-d, 4 bytes
     })
 
 
@@ -47,10 +48,11 @@ def test_round_trip_keeps_names_order_dtypes_and_values() -> None:
     packed, layout = pack_record(_record())
     assert list(packed) == [PACKED_ARRAY]
     data = packed[PACKED_ARRAY].numpy()
-    assert data.dtype == np.uint8 and data.size == 16 + 6 + 8
+    assert data.dtype == np.uint8 and data.size == 16 + 6 + 8 + 4
     assert np.array_equal(data[:16].view(np.float32), [1.0, 2.0, 3.0, 4.0])  # the first array's bytes come first
     back = unpack_record(packed, layout)
-    assert list(back) == ["b.lora_B", "a.lora_A", "c.bias"]
+    assert list(back) == ["b.lora_B", "a.lora_A", "c.bias", "d.scale"]
+    assert back["d.scale"].numpy().shape == () and float(back["d.scale"].numpy()) == 0.25
     assert back["b.lora_B"].numpy().tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert back["a.lora_A"].numpy().dtype == np.float16 and back["a.lora_A"].numpy().tolist() == [0.5, -1.5, 2.25]
     assert back["c.bias"].numpy().shape == (1, 1, 1) and back["c.bias"].numpy().dtype == np.int64
@@ -61,10 +63,12 @@ def test_a_layout_that_does_not_match_the_bytes_is_an_error() -> None:
     packed, layout = pack_record(_record())
     entries = json.loads(str(layout["layout"]))
     longer = ConfigRecord({"layout": json.dumps([*entries, ["extra", "<f4", [1]]])})
-    with pytest.raises(ValueError, match="extra needs bytes 30..34, only 30 sent"):
+    with pytest.raises(ValueError, match="extra needs bytes 34..38, only 34 sent"):
         unpack_record(packed, longer)
-    with pytest.raises(ValueError, match="layout covers 16 bytes, 30 sent"):
+    with pytest.raises(ValueError, match="layout covers 16 bytes, 34 sent"):
         unpack_record(packed, ConfigRecord({"layout": json.dumps(entries[:1])}))
+    with pytest.raises(ValueError, match="expected one uint8 vector, got float32"):
+        unpack_record(ArrayRecord({PACKED_ARRAY: Array(np.zeros(34, dtype=np.float32))}), layout)
 
 
 def test_a_lora_adapter_becomes_a_handful_of_flower_objects() -> None:
@@ -97,12 +101,12 @@ def test_client_mod_hands_the_handler_the_adapter_and_packs_its_reply() -> None:
     def double(msg: Message, context: Context) -> Message:
         arrays = msg.content["arrays"]
         seen.append(list(arrays))
-        doubled = ArrayRecord({k: Array(a.numpy() * 2) for k, a in arrays.items()})
+        doubled = ArrayRecord({k: Array(np.asarray(a.numpy() * 2)) for k, a in arrays.items()})
         return Message(RecordDict({"arrays": doubled, "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
 
     context = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
     reply = app(_server_message(pack_content(RecordDict({"arrays": _record()}))), context)
-    assert seen == [["b.lora_B", "a.lora_A", "c.bias"]]
+    assert seen == [["b.lora_B", "a.lora_A", "c.bias", "d.scale"]]
     assert list(reply.content["arrays"]) == [PACKED_ARRAY] and "arrays" + LAYOUT_SUFFIX in reply.content
     back = unpack_content(reply.content)["arrays"]
     assert back["b.lora_B"].numpy().tolist() == [[2.0, 4.0], [6.0, 8.0]]
@@ -145,7 +149,7 @@ def test_grid_sends_packed_and_hands_back_unpacked() -> None:
     [reply] = polling.send_and_receive([message])
     assert list(grid.pushed[0].content["arrays"]) == [PACKED_ARRAY]
     assert list(reply.content) == ["arrays", "metrics"]
-    assert list(reply.content["arrays"]) == ["b.lora_B", "a.lora_A", "c.bias"]
+    assert list(reply.content["arrays"]) == ["b.lora_B", "a.lora_A", "c.bias", "d.scale"]
     assert reply.content["arrays"]["a.lora_A"].numpy().tolist() == [0.5, -1.5, 2.25]
 
 

@@ -25,7 +25,7 @@ def pack_record(record: ArrayRecord) -> tuple[ArrayRecord, ConfigRecord]:
     """One uint8 array holding every array's bytes in order, and the names, dtypes and shapes."""
     parts, layout = [], []
     for name, array in record.items():
-        values = np.ascontiguousarray(array.numpy())
+        values = np.asarray(array.numpy(), order="C")  # keeps 0-d arrays 0-d
         parts.append(values.reshape(-1).view(np.uint8))
         layout.append([name, values.dtype.str, list(values.shape)])
     data = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
@@ -35,6 +35,8 @@ def pack_record(record: ArrayRecord) -> tuple[ArrayRecord, ConfigRecord]:
 def unpack_record(packed: ArrayRecord, layout: ConfigRecord) -> ArrayRecord:
     """The record `pack_record` packed; a size mismatch is an error, never a silent truncation."""
     data = packed[PACKED_ARRAY].numpy()
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise ValueError(f"packed arrays: expected one uint8 vector, got {data.dtype} of shape {data.shape}")
     arrays, offset = {}, 0
     for name, dtype_str, shape in json.loads(str(layout["layout"])):
         dtype = np.dtype(dtype_str)
