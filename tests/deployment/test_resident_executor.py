@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -260,3 +261,19 @@ def test_a_new_fab_empties_the_old_code_caches_before_dropping_it() -> None:
     _forget_modules("oldapp")
     assert load.cache_info().currsize == 0 and "oldapp.llm" not in sys.modules and "oldapp" not in sys.modules
     assert isinstance(load, functools._lru_cache_wrapper)
+
+
+def test_preload_imports_what_is_installed_and_names_what_is_not(capsys: pytest.CaptureFixture[str]) -> None:
+    sys.modules.pop("colorsys", None)
+    assert cli.preload("colorsys, no_such_module_feddqc,") == ["no_such_module_feddqc"]
+    assert "colorsys" in sys.modules
+    err = capsys.readouterr().err
+    assert "preloaded colorsys" in err and "--preload no_such_module_feddqc: not imported" in err
+    assert cli.preload("") == []
+
+
+def test_the_restart_loop_passes_preload_to_its_child() -> None:
+    args = cli.build_parser().parse_args(["--insecure", "--preload", "", "--restart"])
+    child = cli._child_args(args)
+    assert child[child.index("--preload") + 1] == "" and "--restart" not in child
+    assert cli.build_parser().parse_args([]).preload == "torch,transformers,peft,datasets"
