@@ -63,18 +63,17 @@ def pack_content(content: RecordDict) -> RecordDict:
 
 def unpack_content(content: RecordDict) -> RecordDict:
     """The records as they were before `pack_content`, in their original order."""
-    layouts = {key.removesuffix(LAYOUT_SUFFIX) for key in content if key.endswith(LAYOUT_SUFFIX)}
     out = RecordDict()
     for key, record in content.items():
         if key.endswith(LAYOUT_SUFFIX) and key.removesuffix(LAYOUT_SUFFIX) in content:
-            continue
-        if key in layouts and isinstance(record, ArrayRecord):
-            layout = content[key + LAYOUT_SUFFIX]
-            if not isinstance(layout, ConfigRecord):
-                raise TypeError(f"packed arrays: {key}{LAYOUT_SUFFIX} is a {type(layout).__name__}, not a ConfigRecord")
-            out[key] = unpack_record(record, layout)
-        else:
+            continue  # read below, with the record it describes
+        layout = content.get(key + LAYOUT_SUFFIX)
+        if layout is None or not isinstance(record, ArrayRecord):
             out[key] = record
+            continue
+        if not isinstance(layout, ConfigRecord):
+            raise TypeError(f"packed arrays: {key}{LAYOUT_SUFFIX} is a {type(layout).__name__}, not a ConfigRecord")
+        out[key] = unpack_record(record, layout)
     return out
 
 
