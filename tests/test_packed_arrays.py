@@ -164,3 +164,37 @@ def test_grid_turns_a_reply_that_does_not_unpack_into_an_error_reply() -> None:
     [reply] = polling.send_and_receive([Message(RecordDict({"arrays": _record()}), dst_node_id=7,
                                                 message_type="train")])
     assert reply.has_error() and "could not be unpacked" in reply.error.reason
+
+
+def test_grid_packs_a_record_shared_by_every_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import feddqc_flwr.app.packed_arrays as packed_arrays
+
+    calls: list[int] = []
+    real_pack = packed_arrays.pack_record
+    monkeypatch.setattr(packed_arrays, "pack_record", lambda record: calls.append(len(record)) or real_pack(record))
+    grid = EchoGrid(lambda content: RecordDict())
+    shared = _record()
+    messages = [Message(RecordDict({"arrays": shared}), dst_node_id=7, message_type="train") for _ in range(3)]
+    assert len(list(PollingGrid(grid, 0.01).push_messages(messages))) == 3
+    assert calls == [4]  # FedAvg's one global adapter for every sampled node: packed once
+    for msg in grid.pushed:
+        back = unpack_record(msg.content["arrays"], msg.content["arrays" + LAYOUT_SUFFIX])
+        assert back["b.lora_B"].numpy().tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_the_push_cache_keeps_each_packed_record_alive_so_its_address_is_not_reused() -> None:
+    """Once packed, a message's original record has no other owner; were it freed, a record built
+    later in the same push could get its address and be handed the first one's bytes."""
+    import gc
+    import weakref
+
+    cache: dict = {}
+    record = ArrayRecord({"x": Array(np.zeros(3, dtype=np.float32)), "y": Array(np.ones(2, dtype=np.float32))})
+    alive = weakref.ref(record)
+    pack_content(RecordDict({"arrays": record}), cache)
+    del record
+    gc.collect()
+    assert alive() is not None
+    cache.clear()
+    gc.collect()
+    assert alive() is None  # nothing else held it: the cache did

@@ -57,11 +57,11 @@ class Link:
         out = []
         for mid in message_ids:
             message, at = self.pushed[mid]
-            if at <= self.clock.now:
-                arrays = message.content.array_records.get("arrays")
+            if at <= self.clock.now:  # a client that sends back what it got (packed, with its layout)
                 content = RecordDict({"metrics": MetricRecord({"num-examples": 1})})
-                if arrays is not None:
-                    content["arrays"] = arrays
+                for key, record in message.content.items():
+                    if key.startswith("arrays"):
+                        content[key] = record
                 out.append(Message(content, reply_to=message))
         return out
 
@@ -131,10 +131,12 @@ def test_flowers_strategy_start_waits_through_the_wrapper() -> None:
     clock = Clock()
     link = Link(clock, [0.3, 0.3], nodes=[1, 2])
     grid = PollingGrid(LinkGrid(link), 0.1, clock=clock.time, sleep=clock.sleep)
-    arrays = ArrayRecord({"w": Array(np.ones(2, dtype=np.float32))})
+    arrays = ArrayRecord({"w": Array(np.ones(2, dtype=np.float32)), "v": Array(np.full(3, 2.0, dtype=np.float32))})
     result = FedAvg(fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2).start(
         grid=grid, initial_arrays=arrays, num_rounds=1, timeout=60.0)
-    assert np.allclose(result.arrays["w"].numpy(), 1.0) and len(link.pushed) == 2
+    assert list(link.pushed["m0"][0].content["arrays"]) == ["packed"]  # two arrays travel as one
+    assert result.arrays["w"].numpy().tolist() == [1.0, 1.0] and result.arrays["v"].numpy().tolist() == [2.0] * 3
+    assert len(link.pushed) == 2
     assert clock.sleeps == pytest.approx([0.1] * 3)
 
 

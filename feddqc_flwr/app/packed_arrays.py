@@ -50,12 +50,25 @@ def unpack_record(packed: ArrayRecord, layout: ConfigRecord) -> ArrayRecord:
     return ArrayRecord(arrays)
 
 
-def pack_content(content: RecordDict) -> RecordDict:
-    """The same records, every ArrayRecord of two or more arrays packed (one array gains nothing)."""
+PackCache = dict[int, tuple[ArrayRecord, ArrayRecord, ConfigRecord]]  # id -> (record, packed, layout)
+
+
+def pack_content(content: RecordDict, cache: PackCache | None = None) -> RecordDict:
+    """The same records, every ArrayRecord of two or more arrays packed (one array gains nothing).
+
+    `cache` (keyed by record identity; it holds each record, so an id is never reused while it
+    lives) packs a record shared by many messages, the global adapter a strategy sends to every
+    sampled node, once instead of once per node.
+    """
     out = RecordDict()
     for key, record in content.items():
         if isinstance(record, ArrayRecord) and len(record) > 1:
-            out[key], out[key + LAYOUT_SUFFIX] = pack_record(record)
+            if cache is None:
+                out[key], out[key + LAYOUT_SUFFIX] = pack_record(record)
+            else:
+                if id(record) not in cache:
+                    cache[id(record)] = (record, *pack_record(record))
+                out[key], out[key + LAYOUT_SUFFIX] = cache[id(record)][1:]
         else:
             out[key] = record
     return out
@@ -77,10 +90,10 @@ def unpack_content(content: RecordDict) -> RecordDict:
     return out
 
 
-def pack_message(msg: Message) -> Message:
+def pack_message(msg: Message, cache: PackCache | None = None) -> Message:
     """Pack `msg`'s content in place (messages carrying an error have none) and return it."""
     if msg.has_content():
-        msg.content = pack_content(msg.content)
+        msg.content = pack_content(msg.content, cache)
     return msg
 
 

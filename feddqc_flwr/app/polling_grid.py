@@ -21,7 +21,7 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from feddqc_flwr.app.packed_arrays import pack_message, unpack_message
+from feddqc_flwr.app.packed_arrays import PackCache, pack_message, unpack_message
 
 log = logging.getLogger("flwr").getChild(__name__)
 
@@ -65,7 +65,8 @@ class PollingGrid(Grid):
         return self.grid.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages([pack_message(msg) for msg in messages])
+        cache: PackCache = {}  # one push: the global adapter shared by every message is packed once
+        return self.grid.push_messages([pack_message(msg, cache) for msg in messages])
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [_unpacked_or_error(msg) for msg in self.grid.pull_messages(message_ids)]
