@@ -60,15 +60,13 @@ def pack_content(content: RecordDict, cache: PackCache | None = None) -> RecordD
     lives) packs a record shared by many messages, the global adapter a strategy sends to every
     sampled node, once instead of once per node.
     """
+    cache = {} if cache is None else cache
     out = RecordDict()
     for key, record in content.items():
         if isinstance(record, ArrayRecord) and len(record) > 1:
-            if cache is None:
-                out[key], out[key + LAYOUT_SUFFIX] = pack_record(record)
-            else:
-                if id(record) not in cache:
-                    cache[id(record)] = (record, *pack_record(record))
-                out[key], out[key + LAYOUT_SUFFIX] = cache[id(record)][1:]
+            if id(record) not in cache:
+                cache[id(record)] = (record, *pack_record(record))
+            out[key], out[key + LAYOUT_SUFFIX] = cache[id(record)][1:]
         else:
             out[key] = record
     return out
