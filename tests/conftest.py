@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny randomly initialised Llama with SmolLM2's real tokenizer."""
+"""Shared fixtures: a tiny randomly initialised Llama with SmolLM2's real tokenizer, and a hand-set
+one-layer Llama that copies from its context."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 import torch
 from flwr.supercore.task_identity import TaskIdentity
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from feddqc_flwr.llm.model import ModelBundle
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -38,6 +41,29 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def copy_model(tiny_model_dir: Path) -> ModelBundle:
+    """A one-layer Llama that raises the logit of every token already in its context (see
+    tests/scoring/test_swap_detection.py): a response copied from the prompt is likely only after the prompt."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    d = 32
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=d, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    with torch.no_grad():
+        emb = torch.randn(len(tok), d, generator=torch.Generator().manual_seed(0))
+        model.model.embed_tokens.weight.copy_(emb / emb.norm(dim=1, keepdim=True) * d**0.5)
+        attn.q_proj.weight.zero_()
+        attn.k_proj.weight.zero_()
+        attn.v_proj.weight.copy_(8 * torch.eye(d))
+        attn.o_proj.weight.copy_(torch.eye(d))
+        mlp.down_proj.weight.zero_()
+    return ModelBundle(model=model, tokenizer=tok, device=torch.device("cpu"))
 
 
 def _free_port() -> int:

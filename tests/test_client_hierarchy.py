@@ -1,7 +1,11 @@
 """Algorithm 1 through the real ClientApp handlers: at every stage start the client re-scores
 every row it has not trained (rows under lambda included), filters, sorts, and trains the first of
 K-k+1 parts; `filtered-rows = "drop"` keeps the old behaviour. Partial participation: a client
-left out of a stage's training keeps all its rows for the next stage."""
+left out of a stage's training keeps all its rows for the next stage.
+
+The default scorer has two criteria (ira-sum, loss), each with its own lambda (here each one's
+median): a row is kept only when both of its scores reach their lambdas, and kept rows are
+ordered by the first."""
 
 from __future__ import annotations
 
@@ -51,12 +55,21 @@ def _score(context: Context, arrays, stage: int) -> ClientProgress:
     return ClientProgress.load(context.state, 0)
 
 
-def _train(context: Context, arrays, stage: int, lam: float) -> dict:
+def _train(context: Context, arrays, stage: int, lam: list[float]) -> dict:
     config = ConfigRecord({"server-round": stage, "hierarchy": stage, "rescore": True, "lr": 1e-3, "lambda": lam})
     return dict(_send(context, "train", RecordDict({"arrays": arrays, "config": config})).content["metrics"])
 
 
-def _stage(context: Context, arrays, stage: int, lam: float) -> tuple[ClientProgress, ClientProgress, dict]:
+def _medians(progress: ClientProgress) -> list[float]:
+    """One lambda per criterion: the median of its scores (about half the rows fall under each)."""
+    return [float(v) for v in np.median(progress.score_matrix(), axis=0)]
+
+
+def _passes(row_scores: list[float], lam: list[float]) -> bool:
+    return all(s >= threshold for s, threshold in zip(row_scores, lam, strict=True))
+
+
+def _stage(context: Context, arrays, stage: int, lam: list[float]) -> tuple[ClientProgress, ClientProgress, dict]:
     before = _score(context, arrays, stage)
     metrics = _train(context, arrays, stage, lam)
     return before, ClientProgress.load(context.state, 0), metrics
@@ -67,7 +80,8 @@ def test_three_stages_through_the_handlers(tiny_model_dir: Path, filtered_rows: 
     context, arrays, n_rows = _client(tiny_model_dir, filtered_rows)
     first = _score(context, arrays, 1)
     assert sorted(first.scored_ids) == list(range(n_rows))  # stage 1 scores everything
-    lam = float(np.median(first.score_array()))  # about half the rows fall under lambda
+    lam = _medians(first)
+    assert len(lam) == 2  # ira-sum and loss
     trained: list[int] = []
     filtered_at_1: set[int] = set()
     dropped_total = 0
@@ -80,12 +94,15 @@ def test_three_stages_through_the_handlers(tiny_model_dir: Path, filtered_rows: 
         else:
             assert set(before.scored_ids) <= set(untrained)
             assert not set(before.scored_ids) & filtered_at_1
-        kept = [i for i in before.scored_ids if scores[i] >= lam]
+        kept = [i for i in before.scored_ids if _passes(scores[i], lam)]
+        fails_one = [i for i in before.scored_ids if _passes(scores[i][:1], lam[:1]) != _passes(scores[i][1:], lam[1:])]
         part = after.stage_train
+        assert not set(fails_one) & set(part)  # failing either criterion is enough not to be trained
+        assert fails_one or stage > 1  # at stage 1 (medians) some rows pass one criterion and fail the other
         assert len(part) == math.ceil(len(kept) / (K - stage + 1))  # first of K-k+1 equal parts
-        assert [scores[i] for i in part] == sorted((scores[i] for i in part), reverse=True)
+        assert [scores[i][0] for i in part] == sorted((scores[i][0] for i in part), reverse=True)
         rest = set(kept) - set(part)
-        assert all(scores[i] >= max((scores[j] for j in rest), default=-np.inf) for i in part)
+        assert all(scores[i][0] >= max((scores[j][0] for j in rest), default=-np.inf) for i in part)
         assert not set(part) & set(trained)  # no row is trained twice
         assert metrics["stage-train"] == len(part) and metrics["pool"] == len(before.scored_ids)
         under = len(before.scored_ids) - len(kept)
@@ -104,15 +121,15 @@ def test_three_stages_through_the_handlers(tiny_model_dir: Path, filtered_rows: 
 
 def test_client_not_sampled_in_a_stage_keeps_every_row_for_the_next(tiny_model_dir: Path) -> None:
     context, arrays, n_rows = _client(tiny_model_dir, "rescore")
-    lam = float(np.median(_score(context, arrays, 1).score_array()))  # scored at stage 1, never trained
+    lam = _medians(_score(context, arrays, 1))  # scored at stage 1, never trained
     before, after, _ = _stage(context, arrays, 2, lam)
     assert sorted(before.scored_ids) == list(range(n_rows))
     scores = dict(zip(before.scored_ids, before.scores, strict=True))
-    kept = sum(1 for s in scores.values() if s >= lam)
+    kept = sum(1 for s in scores.values() if _passes(s, lam))
     assert len(after.stage_train) == math.ceil(kept / 2)  # stage 2 of 3: two parts
     before3, after3, _ = _stage(context, arrays, 3, lam)
     assert sorted(before3.scored_ids) == sorted(set(range(n_rows)) - set(after.stage_train))
-    kept3 = [i for i, s in zip(before3.scored_ids, before3.scores, strict=True) if s >= lam]
+    kept3 = [i for i, s in zip(before3.scored_ids, before3.scores, strict=True) if _passes(s, lam)]
     assert sorted(after3.stage_train) == sorted(kept3)  # the last stage trains all it keeps
 
 
@@ -120,7 +137,7 @@ def test_client_not_sampled_in_a_stage_keeps_every_row_for_the_next(tiny_model_d
 def test_train_reply_weight_is_the_configured_row_count(tiny_model_dir: Path, weight: str) -> None:
     """`num-examples` (Flower's aggregation weight) is all training rows, or the stage's rows."""
     context, arrays, n_rows = _client(tiny_model_dir, "rescore", weight)
-    lam = float(np.median(_score(context, arrays, 1).score_array()))
+    lam = _medians(_score(context, arrays, 1))
     _, after, metrics = _stage(context, arrays, 1, lam)
     assert 0 < len(after.stage_train) < n_rows
     assert metrics["num-examples"] == (n_rows if weight == "dataset" else len(after.stage_train))
@@ -128,7 +145,10 @@ def test_train_reply_weight_is_the_configured_row_count(tiny_model_dir: Path, we
 
 
 def _counts(reply: Message) -> int:
-    return sum(reply.content[SKETCH_KEY]["counts"])
+    """Rows in the reply's first-criterion histogram (every criterion counts the same rows)."""
+    record = reply.content[SKETCH_KEY]
+    assert sum(record["ira-sum/counts"]) == sum(record["loss/counts"])
+    return sum(record["ira-sum/counts"])
 
 
 def test_score_reply_counts_every_fresh_score_and_train_counts_only_when_it_scored(tiny_model_dir: Path) -> None:
@@ -138,7 +158,7 @@ def test_score_reply_counts_every_fresh_score_and_train_counts_only_when_it_scor
     scored = _send(context, "query.score", RecordDict({"arrays": arrays, "config": ConfigRecord(
         {"server-round": 1, "hierarchy": 1})}))
     assert _counts(scored) == scored.content["metrics"]["count"] == n_rows
-    lam = float(np.median(ClientProgress.load(context.state, 0).score_array()))
+    lam = _medians(ClientProgress.load(context.state, 0))
     config = {"server-round": 1, "hierarchy": 1, "rescore": True, "lr": 1e-3, "lambda": lam}
     after_query = _send(context, "train", RecordDict({"arrays": arrays, "config": ConfigRecord(config)}))
     assert SKETCH_KEY not in after_query.content
@@ -147,3 +167,23 @@ def test_score_reply_counts_every_fresh_score_and_train_counts_only_when_it_scor
     progress = ClientProgress.load(context.state, 0)
     assert progress.scored_stage == 2 and _counts(trained) == len(progress.scored_ids) == trained.content[
         "metrics"]["pool"] == n_rows - after_query.content["metrics"]["stage-train"]
+
+
+def test_a_filtered_row_re_enters_when_its_re_scored_values_pass(tiny_model_dir: Path) -> None:
+    """Lambdas stay fixed; the global adapter changes between stages, so re-scored rows that failed a
+    criterion at stage 1 and pass both now are kept at stage 2, and ones that still fail are not."""
+    context, arrays, n_rows = _client(tiny_model_dir, "rescore")
+    first = _score(context, arrays, 1)
+    lam = _medians(first)
+    config = {"server-round": 1, "hierarchy": 1, "rescore": True, "lr": 5e-2, "lambda": lam}
+    reply = _send(context, "train", RecordDict({"arrays": arrays, "config": ConfigRecord(config)}))
+    stage1 = dict(zip(first.scored_ids, first.scores, strict=True))
+    filtered = {i for i, s in stage1.items() if not _passes(s, lam)}
+    before, after, _ = _stage(context, reply.content["arrays"], 2, lam)  # the trained adapter as the new global
+    stage2 = dict(zip(before.scored_ids, before.scores, strict=True))
+    assert filtered <= set(stage2)  # every filtered row was scored again
+    back = {i for i in filtered if _passes(stage2[i], lam)}
+    assert back, "no filtered row passes after training: raise the learning rate"
+    kept2 = {i for i, s in stage2.items() if _passes(s, lam)}
+    assert set(after.stage_train) <= kept2 and (set(after.stage_train) | set(after.pool)) >= back
+    assert not (filtered - back) & set(after.stage_train)

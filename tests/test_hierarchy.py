@@ -28,19 +28,37 @@ def test_rounds_split_into_k_contiguous_stages(rounds: int, k: int, sizes: list[
 def test_selection_filters_sorts_and_takes_top_part() -> None:
     ids = list(range(10))
     scores = np.array([0.5, 2.0, -1.0, 1.0, np.nan, 3.0, 0.1, 2.5, -0.5, 1.5])
-    sel = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3)
+    sel = select_stage(ids, scores, thresholds=[0.0], stage=1, hierarchies=3)
     assert sorted(sel.dropped_ids) == [2, 4, 8]  # below lambda or unscorable
     # 7 kept, sorted descending: 5,7,1,9,3,0,6 -> parts of 3,2,2
     assert sel.train_ids == [5, 7, 1]
     assert sel.waiting_ids == [9, 3, 0, 6]
-    ascending = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, order="ascending")
+    ascending = select_stage(ids, scores, thresholds=[0.0], stage=1, hierarchies=3, order="ascending")
     assert ascending.train_ids == [6, 0, 3]
-    shuffled = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, order="random", seed=3)
-    again = select_stage(ids, scores, threshold=0.0, stage=1, hierarchies=3, order="random", seed=3)
+    shuffled = select_stage(ids, scores, thresholds=[0.0], stage=1, hierarchies=3, order="random", seed=3)
+    again = select_stage(ids, scores, thresholds=[0.0], stage=1, hierarchies=3, order="random", seed=3)
     assert shuffled == again and sorted(shuffled.train_ids + shuffled.waiting_ids) == [0, 1, 3, 5, 6, 7, 9]
     assert sorted(shuffled.dropped_ids) == [2, 4, 8]
 
 
 def test_last_stage_trains_on_everything_kept() -> None:
-    sel = select_stage([4, 5, 6], np.array([1.0, 2.0, 3.0]), threshold=-np.inf, stage=3, hierarchies=3)
+    sel = select_stage([4, 5, 6], np.array([1.0, 2.0, 3.0]), thresholds=[-np.inf], stage=3, hierarchies=3)
     assert sel.train_ids == [6, 5, 4] and sel.waiting_ids == []
+
+
+def test_two_criteria_keep_only_rows_passing_both_and_order_by_the_first() -> None:
+    # columns: (alignment, fit); lambdas (1.0, -3.0). Row 4 sits exactly on both lambdas: kept.
+    scores = np.array([[2.0, -1.0],   # passes both
+                       [5.0, -4.0],   # best alignment, fails fit
+                       [0.5, -0.5],   # fails alignment, best fit
+                       [3.0, -2.0],   # passes both
+                       [1.0, -3.0],   # equal to both lambdas: passes
+                       [4.0, np.nan]])  # unscorable fit
+    sel = select_stage([10, 11, 12, 13, 14, 15], scores, thresholds=[1.0, -3.0], stage=1, hierarchies=1)
+    assert sel.train_ids == [13, 10, 14]  # by alignment, descending: 3.0, 2.0, 1.0
+    assert sorted(sel.dropped_ids) == [11, 12, 15]
+
+
+def test_thresholds_must_match_the_score_columns() -> None:
+    with pytest.raises(ValueError, match="2 score column"):
+        select_stage([0, 1], np.zeros((2, 2)), thresholds=[0.0], stage=1, hierarchies=1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from feddqc_flwr.selection.score_sketch import ScoreSketch, bin_index, lower_edges
-from feddqc_flwr.selection.threshold import lambda_for_retention
+from feddqc_flwr.selection.threshold import criterion_retention, lambda_for_retention, snap_to_bin_edge
 
 M = 1e-9  # the zero bin's half-width, as documented
 
@@ -92,3 +92,27 @@ def test_lambda_with_signed_noisy_counts_takes_the_first_bin_reaching_the_target
     assert lambda_for_retention(np.array([3, 2, -1]), edges, 0.5) == 0.0
     assert lambda_for_retention(np.array([2, -1, 3]), edges, 0.5) == 2.0
     assert lambda_for_retention(np.array([1, -2, 0]), edges, 0.5) == 0.0  # total <= 0: keep everything
+
+
+def test_retention_of_100_rows_keeps_exactly_the_share_asked() -> None:
+    """0.07 x 100 is 7.000000000000001 in floats: ceil must not make it 8 (one row per bin here)."""
+    scores = np.arange(100, dtype=np.float64) + 1.0  # 1..100, far enough apart for one bin each at 200 bins
+    edges, counts, _ = ScoreSketch.of(scores, np.zeros(100, bool), 200).histogram()
+    lam = lambda_for_retention(counts, edges, 0.07)
+    assert (scores >= lam).sum() == 7  # 94..100
+    assert lower_edges(bin_index(np.array([94.0]), 200), 200)[0] == lam
+
+
+def test_a_named_lambda_snaps_to_its_bins_lower_edge() -> None:
+    """bins = 2: edges double from 1e-9, so 3e-9 lies in [2e-9, 4e-9) and snaps to 2e-9; an edge stays."""
+    assert snap_to_bin_edge(3e-9, 2) == pytest.approx(2e-9)
+    assert snap_to_bin_edge(-3e-9, 2) == pytest.approx(-4e-9)  # [-4e-9, -2e-9): rounded down, never up
+    edge = float(lower_edges(np.array([17]), 200)[0])
+    assert snap_to_bin_edge(edge, 200) == edge
+    assert snap_to_bin_edge(-math.inf, 200) == -math.inf
+
+
+def test_each_of_two_criteria_keeps_the_square_root_of_the_share() -> None:
+    assert criterion_retention(0.49, 2) == pytest.approx(0.7)
+    assert criterion_retention(0.5, 1) == 0.5
+    assert criterion_retention(0.125, 3) == pytest.approx(0.5)

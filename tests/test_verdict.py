@@ -13,7 +13,7 @@ def test_verdict_numbers() -> None:
     assert verdict["quality_flags"] is True
     h1, h2 = verdict["hierarchies"]
     # h1: 10 rows scored, 60% at or above lambda; 5 of 10 corrupted in the pool, 1 of the 2 + 2 trained
-    assert h1 == {"hierarchy": 1, "lambda": -4.0, "scored": 10, "kept": 6, "dropped": 4, "trained": 4,
+    assert h1 == {"hierarchy": 1, "lambda": -4.0, "criteria": {}, "scored": 10, "kept": 6, "dropped": 4, "trained": 4,
                   "pool_corrupted_share": 0.5, "trained_corrupted_share": 0.25, "auroc": 0.875}
     # h2: 6 scored, half kept; 3 of 6 corrupted in the pool, 1 of the 1 + 2 trained
     assert h2["scored"] == 6 and h2["kept"] == 3 and h2["dropped"] == 3 and h2["trained"] == 3
@@ -50,3 +50,29 @@ def test_verdict_of_a_plain_fedavg_run_on_real_data() -> None:
     assert lines[1] == "  no scoring step ran (method fedavg or no client scored): every row was trained on"
     assert lines[-1] == ("  time 100s: scoring 0s (0%), training 25s (25%), evaluation 18s (18%), "
                          "Flower and other 57s (57%)")
+
+
+def _two_criteria_records() -> list[dict]:
+    """Round 1 of a run filtering by ira-sum and loss: 10 rows scored; ira-sum's lambda keeps 6 of its
+    histogram, loss's 7; the two clients kept 3 of 5 and 2 of 5 rows passing both (5 of 10)."""
+    first = records()[1]
+    criteria = {
+        "ira-sum": {"histogram": {"edges": [1.0, 2.0, 3.0], "counts": [4, 6], "bad": [4, 1]},
+                    "summary": {"share-above-lambda": 0.6, "auroc": 0.9}},
+        "loss": {"histogram": {"edges": [-6.0, -4.0, -2.0], "counts": [3, 7], "bad": [3, 2]},
+                 "summary": {"share-above-lambda": 0.7, "auroc": 0.8}},
+    }
+    clients = [{**first["clients"][0], "pool": 5.0, "kept": 3.0}, {**first["clients"][1], "pool": 5.0, "kept": 2.0}]
+    return [records()[0], {**first, "threshold": 2.0, "thresholds": {"ira-sum": 2.0, "loss": -4.0},
+                           "criteria": criteria, "histogram": criteria["ira-sum"]["histogram"], "clients": clients}]
+
+
+def test_verdict_with_two_criteria_reports_each_and_the_rows_passing_both() -> None:
+    verdict = compute_verdict(_two_criteria_records(), elapsed=250.0)
+    (h1,) = verdict["hierarchies"]
+    assert h1["criteria"] == {"ira-sum": {"lambda": 2.0, "kept": pytest.approx(6.0), "auroc": 0.9},
+                              "loss": {"lambda": -4.0, "kept": pytest.approx(7.0), "auroc": 0.8}}
+    assert (h1["scored"], h1["kept"], h1["dropped"]) == (10, 5, 5)  # clients: (3 + 2) of (5 + 5) pass both
+    assert format_verdict(verdict).splitlines()[1] == (
+        "  hierarchy 1: scored 10; ira-sum λ 2.0000 keeps 6 (AUROC 0.900); loss λ -4.0000 keeps 7 (AUROC 0.800); "
+        "all criteria keep 5, drop 5; corrupted share 50% of the pool -> 25% of the 4 trained rows")

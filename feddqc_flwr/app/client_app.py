@@ -44,9 +44,9 @@ from feddqc_flwr.app.packed_arrays import packing_mod
 from feddqc_flwr.app.protocol import REFERENCE_KEY, SKETCH_KEY
 from feddqc_flwr.app.quiet import apply_console_mode
 from feddqc_flwr.data.spec import ClientData
-from feddqc_flwr.selection.hierarchy import select_stage
+from feddqc_flwr.selection.hierarchy import passes_all, select_stage
 from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_quality
-from feddqc_flwr.selection.score_sketch import ScoreSketch
+from feddqc_flwr.selection.score_sketch import ScoreSketch, criteria_record
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -127,6 +127,7 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
     from feddqc_flwr.app.results import client_local_dir
     from feddqc_flwr.llm.precision import resolve_score_dtype
     from feddqc_flwr.scoring.base import ScoringContext
+    from feddqc_flwr.scoring.criteria import score_columns
     from feddqc_flwr.scoring.registry import get_scorer
 
     started = time.perf_counter()
@@ -138,14 +139,14 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
                              options={"rater-url": cfg.rater_url, "rater-model": cfg.rater_model,
                                       "instructmining-rule": cfg.instructmining_rule})
     scorer = get_scorer(cfg.scorer)
-    scores = scorer.score(list(setup.data.train.select(progress.pool)), scoring)
+    scores = score_columns(scorer, list(setup.data.train.select(progress.pool)), scoring)
     if getattr(scorer, "last_report", None):  # DS2's transition matrix: node-local, for the run report
         path = client_local_dir(cfg, context.run_id) / f"ds2-partition-{setup.partition_id}-stage-{stage}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(scorer.last_report))
     progress.scored_stage, progress.scored_ids = stage, list(progress.pool)
     progress.scores = scores.tolist()
-    unscorable = int(np.isnan(scores).sum())
+    unscorable = int(np.isnan(scores).any(axis=1).sum())
     if unscorable:
         log.warning("partition %d: %d samples could not be scored and will be dropped",
                     setup.partition_id, unscorable)
@@ -153,20 +154,25 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
 
 
 def _sketch(setup: ClientSetup, progress: ClientProgress) -> ConfigRecord:
-    """Counts of the fresh scores per fixed bin, and of the synthetically corrupted rows among them.
+    """Counts of the fresh scores per fixed bin, one histogram per criterion, and of the
+    synthetically corrupted rows among them.
 
     With `dp-histogram-epsilon` every bin from the lowest to the highest non-empty one carries
     Laplace noise (drawn from OS entropy, not the seed), so which bins inside that range are empty
-    stays hidden; the range itself (lowest and highest score, to a bin) is sent as it is.
+    stays hidden; the range itself (lowest and highest score, to a bin) is sent as it is. One row
+    moves one count in each of the C histograms, so each gets noise of scale C/epsilon: the reply
+    as a whole spends epsilon.
     """
     rows = setup.data.train.select(progress.scored_ids) if progress.scored_ids else None
     flags = np.asarray(rows["is_bad"] if rows is not None else [], dtype=bool)
-    sketch = ScoreSketch.of(progress.score_array(), flags, setup.cfg.histogram_bins)
-    epsilon = setup.cfg.dp_histogram_epsilon
+    scores, criteria = progress.score_matrix(), setup.cfg.criteria
+    sketches = {name: ScoreSketch.of(scores[:, c], flags, setup.cfg.histogram_bins) for c, name in enumerate(criteria)}
+    epsilon = setup.cfg.dp_histogram_epsilon / len(criteria)
     if epsilon:
         rng = np.random.default_rng()
-        sketch = sketch.noisy(lambda counts: noisy_counts(counts, epsilon, rng))
-    return ConfigRecord(sketch.to_record())
+        sketches = {name: sketch.noisy(lambda counts: noisy_counts(counts, epsilon, rng))
+                    for name, sketch in sketches.items()}
+    return ConfigRecord(criteria_record(sketches))
 
 
 @app.query("score")
@@ -179,7 +185,7 @@ def score(msg: Message, context: Context) -> Message:
     progress = load_progress(context.state, len(setup.data.train), store)
     seconds = _score_pool(setup, progress, int(config["hierarchy"]), context)
     save_progress(progress, context.state, store)
-    metrics = {"count": int(np.isfinite(progress.score_array()).sum()), "seconds": seconds,
+    metrics = {"count": int(np.isfinite(progress.score_matrix()).all(axis=1).sum()), "seconds": seconds,
                "setup-seconds": setup.seconds}
     return Message(RecordDict({"metrics": MetricRecord(metrics), SKETCH_KEY: _sketch(setup, progress)}),
                    reply_to=msg)
@@ -192,13 +198,13 @@ def identity(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, threshold: float,
+def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, thresholds: np.ndarray,
                       context: Context) -> float:
     """Pick this stage's training subset once; scores now if no query did (or it missed us)."""
     seconds = 0.0
     if progress.scored_stage != stage:
         seconds = _score_pool(setup, progress, stage, context)
-    chosen = select_stage(progress.scored_ids, progress.score_array(), threshold, stage,
+    chosen = select_stage(progress.scored_ids, progress.score_matrix(), thresholds, stage,
                           setup.cfg.stages, order=setup.cfg.order, seed=setup.seed)
     progress.take_stage(stage, chosen, setup.cfg.filtered_rows)
     return seconds
@@ -220,17 +226,28 @@ def _selection_quality(scores: np.ndarray, rows: Dataset, kept_share: float) -> 
     return out
 
 
-def _quality_metrics(setup: ClientSetup, progress: ClientProgress, threshold: float) -> dict[str, float]:
-    """Scalar summaries of the stage's selection (bad counts only exist for synthetic corruption)."""
-    scores = progress.score_array()
-    finite = scores[np.isfinite(scores)]
+def _quality_metrics(setup: ClientSetup, progress: ClientProgress, thresholds: np.ndarray) -> dict[str, float]:
+    """Scalar summaries of the stage's selection (bad counts only exist for synthetic corruption).
+
+    `kept` counts the rows passing every criterion, `kept-<criterion>` those passing that one;
+    AUROC is of the joint keep-score (rank-min over criteria; the score itself with one criterion);
+    the quantiles are of the first criterion.
+    """
+    from feddqc_flwr.scoring.criteria import joint_keep_score
+
+    matrix = progress.score_matrix()
+    scores = joint_keep_score(matrix) if len(matrix) else np.zeros(0)
+    first = matrix[:, 0][np.isfinite(matrix[:, 0])]
     # Exact quantiles would tell what dp-histogram-epsilon's noise hides: NaN then (the keys stay).
     private = bool(setup.cfg.dp_histogram_epsilon)
-    quantiles = np.quantile(finite, [0.1, 0.5, 0.9]) if finite.size and not private else [np.nan] * 3
+    quantiles = np.quantile(first, [0.1, 0.5, 0.9]) if first.size and not private else [np.nan] * 3
     flags = setup.data.train.select(progress.stage_train)["is_bad"] if progress.stage_train else []
     pool_flags = setup.data.train.select(progress.scored_ids)["is_bad"] if progress.scored_ids else []
-    kept = float((finite >= threshold).sum())
+    kept = float(passes_all(matrix, thresholds).sum())
+    per_criterion = {f"kept-{name}": float(passes_all(matrix[:, [c]], thresholds[[c]]).sum())
+                     for c, name in enumerate(setup.cfg.criteria)}
     return {
+        **per_criterion,
         "pool": float(len(scores)),
         "pool-bad": float(sum(bool(f) for f in pool_flags)),
         "kept": kept,
@@ -249,7 +266,8 @@ def _baseline_metrics(setup: ClientSetup) -> dict[str, float]:
     n = float(len(setup.data.train))
     nan = float("nan")
     bad = float(sum(bool(f) for f in setup.data.train["is_bad"]))
-    return {"pool": n, "pool-bad": bad, "kept": n, "dropped": 0.0, "stage-train": n, "stage-bad": bad,
+    return {**{f"kept-{name}": n for name in setup.cfg.criteria},
+            "pool": n, "pool-bad": bad, "kept": n, "dropped": 0.0, "stage-train": n, "stage-bad": bad,
             "score-q10": nan, "score-q50": nan, "score-q90": nan,
             **_selection_quality(np.zeros(0), setup.data.train, 1.0)}
 
@@ -296,18 +314,18 @@ def train(msg: Message, context: Context) -> Message:
     score_seconds = 0.0
     extra: dict[str, ConfigRecord] = {}  # the bin counts, when this message scored the pool
     if cfg.method == "feddqc":
-        stage, threshold = int(round_cfg["hierarchy"]), float(round_cfg["lambda"])
+        stage, thresholds = int(round_cfg["hierarchy"]), np.asarray(round_cfg["lambda"], dtype=np.float64)
         _keep_reference_rows(round_cfg, context)
         store = _progress_file(context, round_cfg, setup.data.train)
         progress = load_progress(context.state, len(setup.data.train), store)
         if progress.selected_stage != stage:
             scores_now = progress.scored_stage != stage
-            score_seconds = _select_for_stage(setup, progress, stage, threshold, context)
+            score_seconds = _select_for_stage(setup, progress, stage, thresholds, context)
             save_progress(progress, context.state, store)
             if scores_now and bool(round_cfg.get("rescore", False)):  # the server reads sketches of that round only
                 extra[SKETCH_KEY] = _sketch(setup, progress)
         rows = setup.data.train.select(progress.stage_train)
-        metrics = _quality_metrics(setup, progress, threshold)
+        metrics = _quality_metrics(setup, progress, thresholds)
     else:
         rows = setup.data.train
         metrics = _baseline_metrics(setup)

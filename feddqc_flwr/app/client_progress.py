@@ -53,6 +53,7 @@ class ClientProgress:
     """pool = rows not trained (nor dropped for good); stage_train = this stage's part; trained = all parts so far.
 
     `dropped` counts the rows under lambda: at the last selection (rescore) or in total (drop).
+    `scores` holds one list of keep-scores per scored row, one per criterion.
     """
 
     pool: list[int]
@@ -62,7 +63,7 @@ class ClientProgress:
     selected_stage: int = 0
     scored_stage: int = 0
     scored_ids: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
+    scores: list[list[float]] = field(default_factory=list)
 
     @classmethod
     def load(cls, state: RecordDict, num_samples: int) -> ClientProgress:
@@ -73,18 +74,21 @@ class ClientProgress:
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> ClientProgress:
+        flat, columns = [float(s) for s in rec["scores"]], int(rec["score-columns"])
         return cls(pool=list(rec["pool"]), stage_train=list(rec["stage-train"]), trained=list(rec["trained"]),
                    dropped=int(rec["dropped"]), selected_stage=int(rec["selected-stage"]),
                    scored_stage=int(rec["scored-stage"]), scored_ids=list(rec["scored-ids"]),
-                   scores=[float(s) for s in rec["scores"]])
+                   scores=[flat[i:i + columns] for i in range(0, len(flat), columns)])
 
     def as_record(self) -> dict[str, Any]:
+        """Flat lists only (a ConfigRecord holds no nested lists): scores row by row, `score-columns` wide."""
         return {
             "pool": [int(i) for i in self.pool], "stage-train": [int(i) for i in self.stage_train],
             "trained": [int(i) for i in self.trained],
             "dropped": self.dropped, "selected-stage": self.selected_stage,
             "scored-stage": self.scored_stage, "scored-ids": [int(i) for i in self.scored_ids],
-            "scores": [float(s) for s in self.scores],
+            "scores": [float(s) for row in self.scores for s in row],
+            "score-columns": len(self.scores[0]) if self.scores else 1,
         }
 
     def save(self, state: RecordDict) -> None:
@@ -102,8 +106,9 @@ class ClientProgress:
             self.dropped += len(selection.dropped_ids)
         self.selected_stage = stage
 
-    def score_array(self) -> np.ndarray:
-        return np.asarray(self.scores, dtype=np.float64)
+    def score_matrix(self) -> np.ndarray:
+        """(scored rows, criteria) keep-scores of the last scoring, in `scored_ids` order."""
+        return np.asarray(self.scores, dtype=np.float64).reshape(len(self.scored_ids), -1)
 
 
 @dataclass(frozen=True)

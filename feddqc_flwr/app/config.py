@@ -16,10 +16,11 @@ from feddqc_flwr.selection.hierarchy import ORDERS
 
 METHODS = ("feddqc", "fedavg")
 SCORERS = ("ira", "ira-sum", "ppl", "loss", "ifd", "nuggets", "datainf", "random", "ds2",
-           "instructmining")  # = scoring.registry
+           "instructmining", "ira-sum+loss")  # = scoring.registry
 THRESHOLD_MODES = ("lambda", "retention")
 FILTERED_ROWS = ("rescore", "drop")  # Algorithm 1 re-scores rows under lambda at the next stage; drop = for good
 LAMBDA_SCORERS = ("ira", "ira-sum")  # scorers whose raw score is on an absolute scale ira-lambda can name
+MULTI_CRITERIA_SCORERS = ("ira-sum+loss",)  # threshold-mode = lambda takes their lambdas from criterion-lambdas
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadagrad", "fedyogi", "fedadam")
 # A reply's weight in the aggregate: the client's training rows (FedDQC/OpenFedLLM code), its stage's rows,
 # or 1 per client that trained (equal weights: what the DP noise scale z·C/n assumes)
@@ -33,7 +34,7 @@ TRANSPORT_DTYPES = ("float32", "float16")
 TEMPLATES = ("alpaca", "chat")
 PARTITIONERS = ("iid", "dirichlet", "quality", "natural")
 CORRUPT_TYPES = ("none", "swap", "delete", "cut", "substitute", "noisy", "mixture")
-EVAL_METRICS = ("loss", "choice", "generation", "similarity", "judge")  # = evaluation.suite
+EVAL_METRICS = ("loss", "choice", "generation", "similarity", "judge", "alignment", "exact-match")  # = evaluation.suite
 CONSOLE_MODES = ("progress", "verbose")  # = app.quiet
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # = app.tracking; "none" turns tracking off
 
@@ -64,6 +65,7 @@ class RunConfig:
     threshold_mode: str
     filtered_rows: str
     ira_lambda: float
+    criterion_lambdas: str
     retention: float
     histogram_bins: int
     score_batch_size: int
@@ -116,6 +118,7 @@ class RunConfig:
     eval_samples: int
     eval_metrics: str
     eval_max_new_tokens: int
+    eval_align_candidates: int
     judge_url: str
     judge_model: str
     seed: int
@@ -145,6 +148,19 @@ class RunConfig:
             seed=self.seed,
             split_seed=None if self.split_seed < 0 else self.split_seed,
         )
+
+    @property
+    def criteria(self) -> tuple[str, ...]:
+        """The scorer's criteria, each with its own threshold: 'ira-sum+loss' has two (= scoring.criteria)."""
+        return tuple(self.scorer.split("+"))
+
+    @property
+    def named_lambdas(self) -> dict[str, float]:
+        """threshold-mode = lambda: one lambda per criterion, from `ira-lambda` or `criterion-lambdas`."""
+        if len(self.criteria) == 1:
+            return {self.scorer: self.ira_lambda}
+        pairs = [p.split("=", 1) for p in self.criterion_lambdas.split(",") if p.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
 
     @property
     def trackers(self) -> tuple[str, ...]:
@@ -248,11 +264,8 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"run config '{key}' = {value}: must be >= 1")
     if cfg.max_length < 16:
         raise ConfigError(f"run config 'max-length' = {cfg.max_length}: must be >= 16")
-    if cfg.threshold_mode == "lambda" and cfg.scorer not in LAMBDA_SCORERS:
-        raise ConfigError(
-            f"run config 'threshold-mode' = 'lambda' uses 'ira-lambda', on the scale of "
-            f"{' or '.join(LAMBDA_SCORERS)}; with 'scorer' = {cfg.scorer!r} use threshold-mode = 'retention'"
-        )
+    if cfg.threshold_mode == "lambda":
+        _validate_lambdas(cfg)
     for key in ("max-samples", "max-response-words", "eval-samples", "reference-rows"):
         if getattr(cfg, key.replace("-", "_")) < 0:
             raise ConfigError(f"run config '{key}': must be >= 0 (0 = no limit / off)")
@@ -279,21 +292,51 @@ def _validate(cfg: RunConfig) -> None:
 
 
 def check_training_device(cfg: RunConfig) -> None:
-    """8/4-bit is for the nodes that train and score (ClientApps): they need CUDA + bitsandbytes.
+    """8/4-bit is for the nodes that train and score (ClientApps): they need bitsandbytes, on CUDA
+    or with its CPU backend (bitsandbytes >= 0.48 trains LoRA over 8/4-bit weights on a CPU too).
 
-    Not part of `parse_run_config`, because the ServerApp parses the same config and runs
-    without a GPU: it then evaluates the base model unquantized (`app.model_spec`).
+    Not part of `parse_run_config`, because the ServerApp parses the same config and needs neither:
+    without CUDA it evaluates the base model unquantized (`app.model_spec`).
     """
     if cfg.quantization == "none":
         return
     import torch  # here, so that parsing a config does not import torch
 
-    if not torch.cuda.is_available():
+    try:
+        import bitsandbytes
+    except ImportError:
         raise ConfigError(
             f"run config 'quantization' = {cfg.quantization!r}: this node trains and scores the model in "
-            f"{cfg.quantization} with bitsandbytes, which needs a CUDA GPU, and it has none. Give every "
-            "SuperNode (ClientApp) a GPU, or set quantization = 'none'. The ServerApp needs no GPU."
+            f"{cfg.quantization} with bitsandbytes, which is not installed. Install it on every SuperNode "
+            "(ClientApp): pip install 'bitsandbytes>=0.48' (the app's gpu extra), or set quantization = 'none'. "
+            "The ServerApp needs neither bitsandbytes nor a GPU."
+        ) from None
+    if not torch.cuda.is_available() and "cpu" not in getattr(bitsandbytes, "supported_torch_devices", ()):
+        raise ConfigError(
+            f"run config 'quantization' = {cfg.quantization!r}: this node has no CUDA GPU and its bitsandbytes "
+            f"{bitsandbytes.__version__} has no CPU backend (>= 0.48 has one). Give every SuperNode (ClientApp) "
+            "a GPU, upgrade bitsandbytes, or set quantization = 'none'. The ServerApp needs no GPU."
         )
+
+
+def _validate_lambdas(cfg: RunConfig) -> None:
+    """threshold-mode = lambda names a lambda on each criterion's own scale."""
+    if cfg.scorer not in (*LAMBDA_SCORERS, *MULTI_CRITERIA_SCORERS):
+        raise ConfigError(
+            f"run config 'threshold-mode' = 'lambda' uses 'ira-lambda', on the scale of "
+            f"{' or '.join(LAMBDA_SCORERS)}, or 'criterion-lambdas' for {', '.join(MULTI_CRITERIA_SCORERS)}; "
+            f"with 'scorer' = {cfg.scorer!r} use threshold-mode = 'retention'")
+    if len(cfg.criteria) == 1:
+        return
+    example = ", ".join(f"{c}=<value>" for c in cfg.criteria)
+    try:
+        named = cfg.named_lambdas
+    except ValueError:
+        named = {}
+    if sorted(named) != sorted(cfg.criteria) or len(cfg.criterion_lambdas.split(",")) != len(cfg.criteria):
+        raise ConfigError(f"run config 'criterion-lambdas' = {cfg.criterion_lambdas!r}: with scorer = "
+                          f"{cfg.scorer!r} and threshold-mode = 'lambda' give one keep-score lambda per "
+                          f"criterion, as \"{example}\"")
 
 
 def _validate_evaluation(cfg: RunConfig) -> None:
@@ -304,6 +347,9 @@ def _validate_evaluation(cfg: RunConfig) -> None:
         _choice("eval-metrics", name, EVAL_METRICS)
     if cfg.eval_max_new_tokens < 1:
         raise ConfigError(f"run config 'eval-max-new-tokens' = {cfg.eval_max_new_tokens}: must be >= 1")
+    if cfg.eval_align_candidates < 2:
+        raise ConfigError(f"run config 'eval-align-candidates' = {cfg.eval_align_candidates}: must be >= 2 (a "
+                          "question's own answer and at least one other)")
     if "judge" in names and not (cfg.judge_url.strip() and cfg.judge_model.strip()):
         raise ConfigError("run config 'eval-metrics' includes 'judge': set 'judge-url' (an OpenAI-compatible "
                           "endpoint, e.g. http://localhost:8000/v1) and 'judge-model'")

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from feddqc_flwr.app.config import RunConfig
+from feddqc_flwr.selection.threshold import criterion_retention
 
 
 def _num(value: Any, spec: str) -> str:
@@ -27,7 +28,12 @@ def lambda_mode(cfg: RunConfig) -> str:
     if cfg.method != "feddqc":
         return "no λ (method fedavg trains on every row)"
     if cfg.threshold_mode == "lambda":
-        return f"λ fixed at {cfg.ira_lambda:g}"
+        return "λ fixed at " + ", ".join(f"{v:g}" if len(cfg.criteria) == 1 else f"{k} {v:g}"
+                                         for k, v in cfg.named_lambdas.items())
+    if len(cfg.criteria) > 1:
+        share = criterion_retention(cfg.retention, len(cfg.criteria))
+        return (f"a row must pass all {len(cfg.criteria)} criteria, each λ keeping {share:.0%} of its criterion's "
+                f"first-hierarchy global histogram (retention {cfg.retention:g} if they were independent)")
     return f"λ from retention {cfg.retention:g} on the first hierarchy's global histogram"
 
 
@@ -71,22 +77,37 @@ def round_line(record: Mapping[str, Any], num_rounds: int, stages: int, seconds:
             f"corrupted in trained {trained_corruption(train)} | {seconds:.0f}s")
 
 
+def _criterion_part(name: str, criterion: Mapping[str, Any], threshold: float | None, flags: bool) -> str:
+    """One criterion of a multi-criterion filter: its lambda, the rows it keeps, its AUROC."""
+    counts = float(sum(criterion["histogram"]["counts"]))
+    kept = round(criterion["summary"].get("share-above-lambda", 0.0) * counts)
+    auroc = f" AUROC {_num(criterion['summary'].get('auroc'), '.3f')}" if flags else ""
+    return f"{name} λ {_num(threshold, '.4f')} keeps {kept:.0f} ({_pct(kept, counts)}){auroc}"
+
+
 def scoring_line(record: Mapping[str, Any], stages: int) -> str:
     """A hierarchy's score/histogram step (a record with `rescore`) in one line: how many rows λ
-    keeps and how well the scores rank corrupted rows last."""
+    keeps and how well the scores rank corrupted rows last (per criterion when there are several)."""
     scoring, histogram, threshold = record.get("scoring") or {}, record.get("histogram"), record.get("threshold")
     start = f"hierarchy {record['hierarchy']}/{stages} scoring: {scoring.get('scored', 0):.0f} rows from " \
             f"{scoring.get('clients', 0):.0f} clients"
     if not histogram or threshold is None:
         return f"{start} | no histogram: λ {_num(threshold, '.4f')} unchanged"
     scored = float(sum(histogram["counts"]))
-    kept = round(scoring.get("share-above-lambda", 0.0) * scored)
     bad = float(sum(histogram["bad"]))
+    seconds = f"{scoring['seconds']:.0f}s" if scoring.get("seconds") is not None \
+        else "scored inside the round's train messages"
+    criteria = record.get("criteria") or {}
+    if len(criteria) > 1:
+        thresholds = record.get("thresholds") or {}
+        each = " | ".join(_criterion_part(name, c, thresholds.get(name), bool(bad)) for name, c in criteria.items())
+        pool = f"corrupted in pool {_pct(bad, scored)}" if bad else "no corruption flags"
+        return f"{start} | {each} | {pool} | {seconds}"
+    kept = round(scoring.get("share-above-lambda", 0.0) * scored)
     quality = f"corrupted in pool {_pct(bad, scored)} | global AUROC {_num(scoring.get('auroc'), '.3f')}" if bad \
         else "no corruption flags"
     return (f"{start} | λ {threshold:.4f} keeps {kept:.0f} ({_pct(kept, scored)}), drops {scored - kept:.0f} | "
-            f"{quality} | " + (f"{scoring['seconds']:.0f}s" if scoring.get("seconds") is not None
-                                  else "scored inside the round's train messages"))
+            f"{quality} | {seconds}")
 
 
 def round_seconds(records: Sequence[Mapping[str, Any]]) -> list[float]:

@@ -3,6 +3,9 @@
 Layout of one run directory:
     config.json           the full run config, package versions, git commit
     metrics.jsonl         one JSON object per round (round 0 = before training)
+    row-values.jsonl      per round, each server row's own value of every metric (`test-loss`: the
+                          row's NLL, `test-align-acc`: 1/0, null = not scored), with the rows'
+                          sample ids: what an experiment's bootstrap resamples
     adapters/hierarchy-K  PEFT adapter at the end of each hierarchy (FedDQC)
     adapters/final        PEFT adapter after the last round
     adapters/last         PEFT adapter after the last completed round, with state.json (round, lambda,
@@ -41,13 +44,15 @@ from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.app.run_defaults import default_run_config
 
 CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
+ROW_VALUES = "row-values.jsonl"
 # The keys a resumed run may change: where results go, how long the server waits for whom, what it
 # evaluates, and memory knobs that leave the numbers as they were. Every other key changes the
 # data, the selection, the schedule or the training, so it must equal the checkpoint's (a key
 # added to the app later is checked too).
 RESUME_MAY_CHANGE = frozenset({
     "resume-from", "output-dir", "round-timeout", "reply-poll-interval", "min-train-replies", "min-train-nodes",
-    "fraction-evaluate", "eval-samples", "eval-metrics", "eval-max-new-tokens", "judge-url", "judge-model", "rater-url",
+    "fraction-evaluate", "eval-samples", "eval-metrics", "eval-max-new-tokens",
+    "eval-align-candidates", "judge-url", "judge-model", "rater-url",
     "score-batch-size", "gradient-checkpointing", "data-map", "console", "tracking",
 })
 PACKAGES = ("flwr", "torch", "transformers", "peft", "datasets", "flwr-datasets", "numpy")
@@ -119,6 +124,13 @@ class RunRecorder:
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
 
+    def write_row_values(self, server_round: int, sample_ids: dict[str, list[str]],
+                         values: dict[str, list[float | None]]) -> None:
+        """One line of row-values.jsonl: per split its rows' ids, per `<split>-<metric>` their values."""
+        record = {"server_round": server_round, "sample_ids": sample_ids, "values": values}
+        with (self.run_dir / ROW_VALUES).open("a") as fh:
+            fh.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+
     def adapter_dir(self, name: str) -> Path:
         return self.run_dir / "adapters" / name
 
@@ -146,6 +158,13 @@ class RunRecorder:
                                                  "run_dir": str(self.run_dir), **summary})
 
 
+def last_row_values(run_dir: Path) -> dict[str, Any] | None:
+    """The last line of a run's row-values.jsonl (its final evaluation), or None without one."""
+    path = run_dir / ROW_VALUES
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return json.loads(lines[-1]) if lines else None
+
+
 def saved_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """A finished run's config from its config.json over today's defaults, then `overrides`.
 
@@ -168,19 +187,20 @@ def round_record(entry: Any, server_eval: dict[str, float]) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class Checkpoint:
-    """What a resumed run needs: the global adapter after `completed_round`, lambda, optimizer state,
-    and the lineage whose clients' progress it continues (None from a checkpoint older than that)."""
+    """What a resumed run needs: the global adapter after `completed_round`, each criterion's lambda,
+    optimizer state, and the lineage whose clients' progress it continues (None from a checkpoint
+    older than that)."""
 
     completed_round: int
-    threshold: float | None
+    thresholds: dict[str, float] | None
     arrays: ArrayRecord
     optimizer: dict[str, np.ndarray]
     lineage: RunLineage | None = None
 
 
-def checkpoint_state(cfg: RunConfig, completed_round: int, threshold: float | None,
+def checkpoint_state(cfg: RunConfig, completed_round: int, thresholds: dict[str, float] | None,
                      lineage: RunLineage | None = None) -> dict[str, Any]:
-    return {"completed_round": completed_round, "threshold": threshold, "config": cfg.as_dict(),
+    return {"completed_round": completed_round, "thresholds": thresholds, "config": cfg.as_dict(),
             "lineage": lineage.as_json() if lineage is not None else None, "time": time.time()}
 
 
@@ -212,6 +232,9 @@ def load_checkpoint(cfg: RunConfig) -> Checkpoint:
     optimizer_path = folder / CHECKPOINT_OPTIMIZER
     optimizer = dict(np.load(optimizer_path)) if optimizer_path.is_file() else {}
     lineage = RunLineage.from_json(state["lineage"]) if state.get("lineage") else None
-    return Checkpoint(completed_round=int(state["completed_round"]), threshold=state["threshold"],
+    thresholds = state.get("thresholds")
+    if thresholds is None and state.get("threshold") is not None:  # a one-criterion checkpoint from before criteria
+        thresholds = {cfg.criteria[0]: float(state["threshold"])}
+    return Checkpoint(completed_round=int(state["completed_round"]), thresholds=thresholds,
                       arrays=ArrayRecord(load_file(folder / "adapter_model.safetensors")), optimizer=optimizer,
                       lineage=lineage)

@@ -32,6 +32,7 @@ from feddqc_flwr.app.strategies.hierarchy_report import hierarchy_report
 from feddqc_flwr.app.strategies.privacy import privacy_report, with_privacy
 from feddqc_flwr.data.client_data import split_source
 from feddqc_flwr.evaluation import evaluate_rows
+from feddqc_flwr.evaluation.suite import RowValues
 from feddqc_flwr.evaluation.choices import closed_answer_set
 from feddqc_flwr.llm.model import ModelBundle, adapter_arrays, set_adapter_arrays
 from feddqc_flwr.llm.openai_endpoint import ChatEndpoint
@@ -83,17 +84,22 @@ def server_eval_sets(cfg: RunConfig) -> tuple[ServerRows, tuple[str, ...]]:
 
 def evaluate_splits(cfg: RunConfig, bundle: ModelBundle, sets: ServerRows, closed_set: tuple[str, ...],
                     splits: tuple[str, ...] = ("valid", "test"),
-                    metrics: tuple[str, ...] | None = None) -> dict[str, float]:
-    """`<split>-<metric>` values (valid-loss, test-choice-acc, ...) of the current adapter."""
+                    metrics: tuple[str, ...] | None = None) -> tuple[dict[str, float], RowValues]:
+    """`<split>-<metric>` values (valid-loss, test-choice-acc, ...) of the current adapter, and under
+    the same keys each row's own value (test-loss: one NLL per test row)."""
     names = cfg.eval_metric_names if metrics is None else metrics
     judge = ChatEndpoint(cfg.judge_url, cfg.judge_model) if "judge" in names else None
     out: dict[str, float] = {}
+    per_row: RowValues = {}
     for split in splits:
+        split_rows: RowValues = {}
         values = evaluate_rows(bundle, getattr(sets, split), names, template=cfg.prompt_template,
                                max_length=cfg.max_length, batch_size=cfg.score_batch_size,
-                               max_new_tokens=cfg.eval_max_new_tokens, judge=judge, closed_set=closed_set)
+                               max_new_tokens=cfg.eval_max_new_tokens, judge=judge, closed_set=closed_set,
+                               align_candidates=cfg.eval_align_candidates, row_values=split_rows)
         out.update({f"{split}-{key}": value for key, value in values.items()})
-    return out
+        per_row.update({f"{split}-{key}": value for key, value in split_rows.items()})
+    return out, per_row
 
 
 class RoundEnd:
@@ -114,8 +120,11 @@ class RoundEnd:
         set_adapter_arrays(self.bundle.model, arrays)
         metrics: dict[str, float] = {}
         if self.sets.test or self.sets.valid:
-            metrics.update(evaluate_splits(self.cfg, self.bundle, self.sets, self.closed_set))
+            values, per_row = evaluate_splits(self.cfg, self.bundle, self.sets, self.closed_set)
+            metrics.update(values)
             metrics["seconds"] = time.perf_counter() - started  # for `feddqc bench overhead`
+            ids = {split: [str(r.get("sample_id")) for r in getattr(self.sets, split)] for split in ("valid", "test")}
+            self.recorder.write_row_values(server_round, ids, per_row)
         self.last_eval = metrics
         if server_round == self.strategy.round_offset:
             resumed = {"resumed_from": self.cfg.resume_from} if self.cfg.resume_from else {}
@@ -126,7 +135,7 @@ class RoundEnd:
         if cfg.method == "feddqc" and is_hierarchy_end(server_round, cfg.num_server_rounds, cfg.stages):
             stage = hierarchy_of_round(server_round, cfg.num_server_rounds, cfg.stages)
             self.bundle.model.save_pretrained(self.recorder.adapter_dir(f"hierarchy-{stage}"))
-        state = checkpoint_state(cfg, server_round, self.strategy.threshold, self.strategy.lineage)
+        state = checkpoint_state(cfg, server_round, self.strategy.thresholds, self.strategy.lineage)
         self.recorder.save_checkpoint(self.bundle.model, state, self.strategy.optimizer_state())
         return MetricRecord(metrics) if metrics else None
 
@@ -159,11 +168,11 @@ def main(grid: Grid, context: Context) -> None:
     checkpoint = None
     if cfg.resume_from:
         checkpoint = load_checkpoint(cfg)
-        strategy.resume(checkpoint.completed_round, checkpoint.threshold)
+        strategy.resume(checkpoint.completed_round, checkpoint.thresholds)
         strategy.load_optimizer_state(checkpoint.optimizer)
         initial_arrays = checkpoint.arrays
-        log.info("resuming %s after round %d (lambda=%s)", cfg.resume_from, checkpoint.completed_round,
-                 checkpoint.threshold)
+        log.info("resuming %s after round %d (lambdas=%s)", cfg.resume_from, checkpoint.completed_round,
+                 checkpoint.thresholds)
     recorder = RunRecorder(cfg, output_root(cfg), context.run_id)
     strategy.lineage = run_lineage(cfg, recorder.run_dir.name, context.run_id, checkpoint)
     with RunProgress(cfg, recorder.run_dir) as progress:  # trackers end as failed if the run raises
@@ -190,6 +199,7 @@ def main(grid: Grid, context: Context) -> None:
             "final_server_eval": round_end.last_eval,
             "final_train_metrics": last_train,
             "threshold": strategy.threshold,
+            "thresholds": strategy.thresholds,
             "hierarchies": hierarchies,
             "skipped_rows": dict(split_source(cfg.data_spec).skipped),
             "failures": sum(r.failures for r in strategy.rounds.values()),

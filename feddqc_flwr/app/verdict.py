@@ -30,8 +30,9 @@ def _hierarchies(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for h in hierarchy_report(_round_logs(records)):
         if h["scored"] is None:
             continue
-        kept = round(h["kept"])
-        out.append({"hierarchy": h["hierarchy"], "lambda": h["lambda"], "scored": round(h["scored"]),
+        kept = round(h["kept"]) if h["kept"] is not None else 0
+        out.append({"hierarchy": h["hierarchy"], "lambda": h["lambda"], "criteria": h.get("criteria") or {},
+                    "scored": round(h["scored"]),
                     "kept": kept, "dropped": round(h["scored"]) - kept, "trained": round(h["trained"]),
                     "pool_corrupted_share": h["scored_corrupted_share"],
                     "trained_corrupted_share": h["trained_corrupted_share"], "auroc": h["auroc"]})
@@ -87,11 +88,19 @@ def format_verdict(verdict: Mapping[str, Any]) -> str:
     if not verdict["hierarchies"]:
         lines.append("  no scoring step ran (method fedavg or no client scored): every row was trained on")
     for h in verdict["hierarchies"]:
-        lam = "n/a" if h["lambda"] is None else f"{h['lambda']:.4f}"
+        criteria = h.get("criteria") or {}
+        auroc = "" if criteria else f"; global AUROC {'n/a' if h['auroc'] is None else format(h['auroc'], '.3f')}"
         corrupted = (f"corrupted share {_share(h['pool_corrupted_share'])} of the pool -> "
-                     f"{_share(h['trained_corrupted_share'])} of the {h['trained']} trained rows; "
-                     f"global AUROC {'n/a' if h['auroc'] is None else format(h['auroc'], '.3f')}"
+                     f"{_share(h['trained_corrupted_share'])} of the {h['trained']} trained rows{auroc}"
                      if verdict["quality_flags"] else "no corruption flags (real data): shares and AUROC n/a")
+        if criteria:  # several criteria: each one's lambda, kept rows and AUROC, then the rows passing all
+            each = "; ".join(f"{name} λ {c['lambda']:.4f} keeps {round(c['kept'] or 0)}"
+                             + (f" (AUROC {c['auroc']:.3f})" if verdict["quality_flags"] and c["auroc"] is not None
+                                else "") for name, c in criteria.items())
+            lines.append(f"  hierarchy {h['hierarchy']}: scored {h['scored']}; {each}; all criteria keep "
+                         f"{h['kept']}, drop {h['dropped']}; {corrupted}")
+            continue
+        lam = "n/a" if h["lambda"] is None else f"{h['lambda']:.4f}"
         lines.append(f"  hierarchy {h['hierarchy']}: scored {h['scored']}, kept {h['kept']}, dropped {h['dropped']} "
                      f"(λ {lam}); {corrupted}")
     for name, loss in verdict["losses"].items():

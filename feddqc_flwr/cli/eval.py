@@ -2,7 +2,7 @@
 
 The run's config.json holds the run config, so the same split, template and model are rebuilt;
 keys added to the app since the run get their current defaults. Writes eval-<split>.json into
-the run directory.
+the run directory: the metrics, and each row's own values with the rows' sample ids.
 """
 
 from __future__ import annotations
@@ -46,15 +46,18 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     sets, closed_set = server_eval_sets(cfg)
     bundle = load_model_bundle(server_spec_from_config(cfg))  # as the server evaluated
     set_adapter_arrays(bundle.model, ArrayRecord(load_file(adapter_dir / "adapter_model.safetensors")))
-    metrics = evaluate_splits(cfg, bundle, sets, closed_set, splits=(args.split,))
+    metrics, row_values = evaluate_splits(cfg, bundle, sets, closed_set, splits=(args.split,))
     rows = len(getattr(sets, args.split))
     show_table(f"{adapter_dir} on {rows} {args.split} rows of {cfg.dataset}", ["metric", "value"],
                [[k, "nan" if math.isnan(v) else f"{v:.4g}"] for k, v in metrics.items()])
     result = {"split": args.split, "rows": rows, "adapter": str(adapter_dir), "metrics": metrics,
-              "closed_answer_set": list(closed_set), "eval-metrics": cfg.eval_metrics}
+              "closed_answer_set": list(closed_set), "eval-metrics": cfg.eval_metrics,
+              "sample_ids": [str(r.get("sample_id")) for r in getattr(sets, args.split)], "row_values": row_values}
     out = run_dir / f"eval-{args.split}.json"
     strict = {k: None if math.isnan(v) else v for k, v in metrics.items()}  # NaN is not JSON
-    out.write_text(json.dumps({**result, "metrics": strict}, indent=2, sort_keys=True) + "\n")
+    strict_rows = {k: [None if v is None or math.isnan(v) else v for v in values] for k, values in row_values.items()}
+    out.write_text(json.dumps({**result, "metrics": strict, "row_values": strict_rows}, indent=2, sort_keys=True)
+                   + "\n")
     print(f"wrote {out}")
     return result
 

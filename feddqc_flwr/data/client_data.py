@@ -25,7 +25,7 @@ from datasets import Dataset
 from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from flwr_datasets.partitioner import Partitioner
 
-from feddqc_flwr.data.corruption import corrupt_rows
+from feddqc_flwr.data.corruption import client_corruption_seed, corrupt_rows
 from feddqc_flwr.data.loaders import load_source
 from feddqc_flwr.data.partition import build_partitioner, client_corrupt_ratios, load_partition
 from feddqc_flwr.data.schema import RESPONSE_TOO_LONG_FOR_RUN, to_dataset
@@ -126,7 +126,8 @@ def load_client_data(spec: DataSpec, partition_id: int, num_partitions: int) -> 
     n_valid = min(_fraction_count(len(part), spec.valid_fraction), len(part) - 1)
     valid = part.select(range(n_valid))
     train_rows = part.select(range(n_valid, len(part))).to_list()
-    rows, fallbacks = corrupt_rows(train_rows, ratio, spec.corrupt_type, spec.seed + partition_id)
+    rows, fallbacks = corrupt_rows(train_rows, ratio, spec.corrupt_type,
+                                   client_corruption_seed(spec.seed, partition_id))
     if fallbacks:
         logger.info("client %d: corruption fallbacks to noisy: %s", partition_id, dict(fallbacks))
     return ClientData(train=to_dataset(rows), valid=valid, skipped=dict(source.skipped))

@@ -153,6 +153,21 @@ def swap_assignment(responses: Sequence[str], rng: random.Random) -> list[int]:
     return src
 
 
+def client_corruption_seed(seed: int, partition_id: int) -> int:
+    """The corruption seed of one client, distinct for every (run seed, partition id) pair.
+
+    `seed + partition_id` gave seed s / client 1 and seed s+1 / client 0 the same bad rows, so
+    runs with neighbouring seeds were not independent. Here the run seed is folded onto the
+    naturals (0, -1, 1, -2 -> 0, 1, 2, 3; `random.Random` ignores a seed's sign) and paired with
+    the partition id by Cantor's pairing, a bijection N x N -> N: no two pairs share a seed.
+    """
+    if partition_id < 0:
+        raise ValueError(f"partition_id {partition_id}: must be >= 0")
+    folded = 2 * seed if seed >= 0 else -2 * seed - 1
+    total = folded + partition_id
+    return total * (total + 1) // 2 + partition_id
+
+
 def corrupt_rows(rows: list[dict[str, Any]], ratio: float, kind: str, seed: int,
                  params: CorruptionParams = CorruptionParams()) -> tuple[list[dict[str, Any]], Counter]:
     """Corrupt round(ratio * len(rows)) seeded rows; return the rows and fallback counts."""

@@ -4,17 +4,21 @@ A field map is a comma list of `target=source`, e.g.
 `"instruction=question,input=context,response=answer,group=topic"`. Targets: instruction,
 input, response, group, sample_id, and messages (a chat list turned into history + last turn).
 A source may join several columns with `+` (`instruction=question+options`, joined by a blank
-line). Targets left out are guessed from common column names (DEFAULT_CANDIDATES); sample_id
-is never guessed (upstream id columns are often null or repeated), only mapped explicitly.
+line), and take one item of a list column with `[i]` (`response=answer[0]`: NQ-open and
+TruthfulQA list every accepted answer; a row whose list is too short is skipped as
+missing_field, one whose value is not a list as not_list). Targets left out are guessed from
+common column names (DEFAULT_CANDIDATES); sample_id is never guessed (upstream id columns are
+often null or repeated), only mapped explicitly.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from feddqc_flwr.data.readers import CLIENT_KEY, DataLoadError
-from feddqc_flwr.data.schema import BAD_CHAT, NOT_TEXT, BadRow
+from feddqc_flwr.data.schema import BAD_CHAT, NOT_LIST, NOT_TEXT, BadRow
 
 TARGETS = ("instruction", "input", "response", "group", "sample_id", "messages")
 DEFAULT_CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -24,6 +28,7 @@ DEFAULT_CANDIDATES: dict[str, tuple[str, ...]] = {
     "group": ("group", "category", "topic", "domain", CLIENT_KEY),
     "messages": ("messages", "conversations", "conversation"),
 }
+_INDEXED = re.compile(r"^(.*?)\[(\d+)\]$")  # "answer[0]"
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "bot", "model", "chatgpt"}
 
@@ -45,6 +50,13 @@ def parse_field_map(text: str) -> dict[str, str]:
     return out
 
 
+def _column(term: str) -> tuple[str, int | None]:
+    """A source term as (column, list index or None): "answer[0]" -> ("answer", 0)."""
+    term = term.strip()
+    match = _INDEXED.match(term)
+    return (match.group(1).strip(), int(match.group(2))) if match else (term, None)
+
+
 def resolve_field_map(field_map: dict[str, str], columns: Iterable[str], where: str) -> dict[str, str]:
     """The full map for a source: explicit entries checked against its columns, gaps guessed.
 
@@ -53,7 +65,7 @@ def resolve_field_map(field_map: dict[str, str], columns: Iterable[str], where: 
     """
     cols = set(columns)
     for target, source in field_map.items():
-        missing = [c for c in source.split("+") if c.strip() not in cols]
+        missing = [c.strip() for c in source.split("+") if _column(c)[0] not in cols]
         if missing:
             raise DataLoadError(f"{where}: field-map {target}={source}: no column named "
                                 f"{', '.join(map(repr, missing))}; columns are {', '.join(sorted(cols))}")
@@ -62,7 +74,8 @@ def resolve_field_map(field_map: dict[str, str], columns: Iterable[str], where: 
     for target, candidates in DEFAULT_CANDIDATES.items():
         if target in out or (chat_given and target in ("instruction", "input", "response")):
             continue
-        found = next((c for c in candidates if c in cols and c not in out.values()), None)
+        used = {_column(term)[0] for source in out.values() for term in source.split("+")}
+        found = next((c for c in candidates if c in cols and c not in used), None)
         if found is not None:
             out[target] = found
     flat = "instruction" in out and "response" in out
@@ -80,14 +93,25 @@ def resolve_field_map(field_map: dict[str, str], columns: Iterable[str], where: 
     return out
 
 
+def _term_value(record: dict[str, Any], term: str) -> Any:
+    """One column's value, or one item of a list column (None when the list is too short)."""
+    name, index = _column(term)
+    value = record.get(name)
+    if index is None or value is None:
+        return value
+    if not isinstance(value, list):
+        raise BadRow(NOT_LIST)
+    return value[index] if index < len(value) else None
+
+
 def _value(record: dict[str, Any], source: str) -> Any:
     """One column, or several joined by a blank line (missing parts are left out)."""
-    names = [n.strip() for n in source.split("+")]
-    if len(names) == 1:
-        return record.get(names[0])
+    terms = source.split("+")
+    if len(terms) == 1:
+        return _term_value(record, terms[0])
     parts = []
-    for name in names:
-        value = record.get(name)
+    for term in terms:
+        value = _term_value(record, term)
         if value is None:
             continue
         if isinstance(value, bytes):

@@ -46,6 +46,7 @@ DUPLICATE_ID = "duplicate_id"
 BAD_JSON = "bad_json"
 BAD_CSV_LINE = "bad_csv_line"
 BAD_CHAT = "bad_chat"
+NOT_LIST = "not_list"  # a field map indexed a column (`answer[0]`) that is not a list in this row
 # Reason added by the run pipeline (client_data), not by the cleaner.
 RESPONSE_TOO_LONG_FOR_RUN = "response_too_long_for_run"
 

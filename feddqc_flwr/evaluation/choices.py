@@ -96,8 +96,9 @@ def row_choice(row: Mapping[str, Any], closed_set: Sequence[str] = ()) -> Choice
 
 
 def choice_accuracy(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], *, template: str, max_length: int,
-                    batch_size: int, closed_set: Sequence[str] = ()) -> dict[str, float]:
-    """Share of rows whose most likely option is the gold one, plus how many rows were scored/skipped.
+                    batch_size: int, closed_set: Sequence[str] = ()) -> tuple[dict[str, float], list[float | None]]:
+    """Share of rows whose most likely option is the gold one, how many rows were scored/skipped,
+    and each row's 1/0 (None: the row has no options).
 
     An option's score is the mean NLL per response token (EOS included) of the option as the
     response, batched through the response-position NLL code. Mean, not sum: lettered options
@@ -107,14 +108,18 @@ def choice_accuracy(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], *, t
     scored = [(r, c) for r, c in zip(rows, choices, strict=True) if c is not None]
     result = {"choice-rows": float(len(scored)), "choice-skipped": float(len(rows) - len(scored))}
     if not scored:
-        return {"choice-acc": float("nan"), **result}
+        return {"choice-acc": float("nan"), **result}, [None] * len(rows)
     start = start_token_id(bundle.tokenizer)
     sequences = [encode_pair({**row, "response": text}, bundle.tokenizer, template, max_length).conditioned(start)
                  for row, choice in scored for text in choice.texts]
     nll = mean_nll(bundle.model, sequences, int(bundle.tokenizer.pad_token_id), batch_size, bundle.device)
-    correct, offset = 0, 0
-    for _, choice in scored:
+    hits: list[float | None] = []
+    offset = 0
+    for choice in choices:
+        if choice is None:
+            hits.append(None)
+            continue
         option_nll = np.nan_to_num(nll[offset: offset + len(choice.texts)], nan=np.inf)
-        correct += int(np.argmin(option_nll) == choice.gold)
+        hits.append(float(np.argmin(option_nll) == choice.gold))
         offset += len(choice.texts)
-    return {"choice-acc": correct / len(scored), **result}
+    return {"choice-acc": sum(h for h in hits if h is not None) / len(scored), **result}, hits

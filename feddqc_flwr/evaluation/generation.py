@@ -69,12 +69,19 @@ def parse_answer(text: str, choice: Choice) -> int | None:
 
 
 def generation_accuracy(answers: Sequence[str], rows: Sequence[Mapping[str, Any]],
-                        closed_set: Sequence[str] = ()) -> dict[str, float]:
-    """Share of option rows whose parsed answer is the gold option; unparsed answers count as wrong."""
-    pairs = [(a, c) for a, r in zip(answers, rows, strict=True) if (c := row_choice(r, closed_set)) is not None]
-    if not pairs:
-        return {"gen-acc": float("nan"), "gen-rows": 0.0, "gen-unparsed": 0.0}
-    parsed = [parse_answer(a, c) for a, c in pairs]
-    correct = sum(p == c.gold for p, (_, c) in zip(parsed, pairs, strict=True))
-    return {"gen-acc": correct / len(pairs), "gen-rows": float(len(pairs)),
-            "gen-unparsed": float(sum(p is None for p in parsed))}
+                        closed_set: Sequence[str] = ()) -> tuple[dict[str, float], list[float | None]]:
+    """Share of option rows whose parsed answer is the gold option (unparsed answers count as wrong),
+    with the rows and unparsed answers counted, and each row's 1/0 (None: the row has no options)."""
+    hits: list[float | None] = []
+    unparsed = 0
+    for answer, row in zip(answers, rows, strict=True):
+        choice = row_choice(row, closed_set)
+        if choice is None:
+            hits.append(None)
+            continue
+        parsed = parse_answer(answer, choice)
+        unparsed += parsed is None
+        hits.append(float(parsed == choice.gold))
+    scored = [h for h in hits if h is not None]
+    return {"gen-acc": sum(scored) / len(scored) if scored else float("nan"), "gen-rows": float(len(scored)),
+            "gen-unparsed": float(unparsed)}, hits

@@ -39,17 +39,20 @@ def question_text(row: Mapping[str, Any]) -> str:
 
 
 def judge_win_rate(endpoint: ChatEndpoint, rows: Sequence[Mapping[str, Any]], answers: Sequence[str],
-                   opponents: Sequence[str] | None = None) -> dict[str, float]:
+                   opponents: Sequence[str] | None = None) -> tuple[dict[str, float], list[float | None]]:
     """Mean score of `answers` vs `opponents` (default: the rows' reference responses), both orders.
 
-    Returns judge-win-rate (NaN when no verdict parsed), judge-verdicts (parsed) and judge-failures.
+    Returns judge-win-rate (over all parsed verdicts; NaN when none parsed), judge-verdicts
+    (parsed) and judge-failures, and each row's mean score over its parsed verdicts (None: none).
     """
     others = [str(r["response"]) for r in rows] if opponents is None else list(opponents)
     if not len(rows) == len(answers) == len(others):
         raise ValueError(f"{len(rows)} rows, {len(answers)} answers and {len(others)} opponents")
     points: list[float] = []
+    per_row: list[float | None] = []
     failures = 0
     for row, ours, theirs in zip(rows, answers, others, strict=True):
+        row_points: list[float] = []
         for ours_label, a, b in (("A", ours, theirs), ("B", theirs, ours)):
             messages = [{"role": "system", "content": JUDGE_SYSTEM},
                         {"role": "user", "content": JUDGE_USER.format(question=question_text(row), a=a, b=b)}]
@@ -60,6 +63,8 @@ def judge_win_rate(endpoint: ChatEndpoint, rows: Sequence[Mapping[str, Any]], an
             if verdict is None:
                 failures += 1
             else:
-                points.append(0.5 if verdict == "TIE" else float(verdict == ours_label))
+                row_points.append(0.5 if verdict == "TIE" else float(verdict == ours_label))
+        points.extend(row_points)
+        per_row.append(sum(row_points) / len(row_points) if row_points else None)
     rate = sum(points) / len(points) if points else float("nan")
-    return {"judge-win-rate": rate, "judge-verdicts": float(len(points)), "judge-failures": float(failures)}
+    return {"judge-win-rate": rate, "judge-verdicts": float(len(points)), "judge-failures": float(failures)}, per_row

@@ -37,11 +37,13 @@ def token_embeddings(texts: Sequence[str]) -> list[np.ndarray]:
                                                                                               strict=True)]
 
 
-def answer_similarity(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Mean BERTScore-F1 (MiniLM tokens) of each prediction against its reference; NaN for no pairs."""
+def answer_similarity(predictions: Sequence[str], references: Sequence[str]) -> tuple[float, list[float]]:
+    """Mean BERTScore-F1 (MiniLM tokens) of each prediction against its reference (NaN for no pairs),
+    and each pair's F1."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:
-        return float("nan")
+        return float("nan"), []
     cands, refs = token_embeddings(predictions), token_embeddings(references)
-    return float(np.mean([greedy_match_f1(c, r) for c, r in zip(cands, refs, strict=True)]))
+    scores = [greedy_match_f1(c, r) for c, r in zip(cands, refs, strict=True)]
+    return float(np.mean(scores)), scores

@@ -1,7 +1,7 @@
 """Run every cell of an experiment once, resuming after an interruption.
 
-A finished cell leaves cells/<arm>/<params>/seed<k>/cell.json with its final server metrics; a
-rerun skips those and (re)runs the others, so a killed grid loses at most the cell in flight.
+A finished cell leaves cells/<arm>/<params>/seed<k>/cell.json with its final server metrics (and
+its test rows' own values, `test_rows`); a rerun skips those and (re)runs the others, so a killed grid loses at most the cell in flight.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from feddqc_flwr.app.results import last_row_values
 from feddqc_flwr.experiment.runner import CellFailed
 from feddqc_flwr.experiment.spec import Cell, ExperimentSpec
 
@@ -35,6 +36,16 @@ def load_cell(root: Path, cell: Cell) -> dict[str, Any] | None:
         return None
     record = json.loads(path.read_text())
     return record if record.get("status") == "done" else None
+
+
+def final_test_rows(run_dir: Path) -> dict[str, Any] | None:
+    """The final evaluation's test rows: their sample ids and each test-* metric's per-row values
+    (None for a run without row-values.jsonl). The paired bootstrap resamples these."""
+    line = last_row_values(run_dir)
+    if line is None:
+        return None
+    return {"sample_ids": line["sample_ids"].get("test", []),
+            "values": {k: v for k, v in line["values"].items() if k.startswith("test-")}}
 
 
 def _record(cell: Cell, status: str, **extra: Any) -> dict[str, Any]:
@@ -62,7 +73,7 @@ def run_grid(spec: ExperimentSpec, root: Path, run_cell: RunCell, *, run: bool =
         summary = json.loads((run_dir / "summary.json").read_text())
         record = _record(cell, "done", run_dir=str(run_dir.resolve().relative_to(root.resolve())),
                          seconds=time.time() - started,
-                         metrics=summary.get("final_server_eval") or {})
+                         metrics=summary.get("final_server_eval") or {}, test_rows=final_test_rows(run_dir))
         (folder / CELL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     for cell in cells:
         path = cell_dir(root, cell) / CELL_FILE

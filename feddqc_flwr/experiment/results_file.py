@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from feddqc_flwr.app.results import git_commit, package_versions
+from feddqc_flwr.experiment.bootstrap import BOOTSTRAP_METHOD
 from feddqc_flwr.experiment.paired import CI_METHOD, paired_deltas
 from feddqc_flwr.experiment.spec import ExperimentSpec
 from feddqc_flwr.experiment.summary import ArmResult
@@ -31,7 +32,7 @@ def write_results(spec: ExperimentSpec, records: Sequence[dict[str, Any]], best:
                "app_dir": str(app_dir), "app_git_commit": git_commit(app_dir),
                "packages": package_versions(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                "best_per_arm": [b.as_dict() for b in best], "reference_arm": spec.reference_arm,
-               "paired_ci_method": CI_METHOD,
+               "paired_ci_method": CI_METHOD, "paired_bootstrap_method": BOOTSTRAP_METHOD,
                "paired": [d.as_dict() for d in paired_deltas(best, spec.reference_arm, spec.report_metrics)],
                "cells": list(records)}
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

@@ -49,6 +49,7 @@ class ArmResult:
     candidates: int
     seed_values: dict[str, list[float]]  # report metric -> value of each finished seed
     seeds: list[int]  # the seeds of seed_values, in the same order
+    seed_rows: list[dict[str, Any] | None]  # each seed's test rows (grid.final_test_rows), same order
 
     def as_dict(self) -> dict[str, Any]:
         return {"arm": self.arm, "params": self.params, "select": asdict(self.select),
@@ -82,5 +83,6 @@ def best_per_arm(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> lis
         values = {m: [_metric(r, m) for r in groups[arm][best]] for m in spec.report_metrics}
         report = {m: Spread.of(v) for m, v in values.items()}
         seeds = [int(r["seed"]) for r in groups[arm][best]]
-        results.append(ArmResult(arm, params_of[(arm, best)], rated[best], report, len(rated), values, seeds))
+        rows = [r.get("test_rows") for r in groups[arm][best]]
+        results.append(ArmResult(arm, params_of[(arm, best)], rated[best], report, len(rated), values, seeds, rows))
     return results

@@ -112,7 +112,8 @@ def experiment_report(root: Path, out: Path) -> Document:
     paired, reference = results.get("paired", []), results.get("reference_arm", "")
     if paired:
         doc.heading(f"Paired differences to {reference}")
-        doc.text(f"Per seed, arm minus {reference} on the same evaluation rows; {results['paired_ci_method']}.")
+        doc.text(f"Per seed, arm minus {reference} on the same evaluation rows; {results['paired_ci_method']}; "
+                 f"bootstrap: {results.get('paired_bootstrap_method', 'n/a')}.")
         doc.table(*paired_rows(results))
         for metric in metrics:
             if _paired_plot(paired, reference, metric, out / f"paired-{metric}.png"):

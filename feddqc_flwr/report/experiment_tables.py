@@ -31,14 +31,19 @@ def cell_rows(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> tuple[
 
 
 def paired_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Each arm minus the reference arm, per metric: mean of per-seed differences and its 95 % interval."""
-    header = ["arm", f"metric (arm - {payload['reference_arm']})", "mean delta", "95 % CI", "sd", "n", "per seed"]
+    """Each arm minus the reference arm, per metric: mean of per-seed differences, its 95 % t interval,
+    and the paired bootstrap interval over seeds x test rows with the rows paired per seed."""
+    header = ["arm", f"metric (arm - {payload['reference_arm']})", "mean delta", "95 % CI", "sd", "n", "per seed",
+              "bootstrap 95 % (seeds x rows)", "rows per seed"]
     rows = []
     for d in payload["paired"]:
         interval = f"[{d['ci_low']:+.4g}, {d['ci_high']:+.4g}]" if d["n"] > 1 else "n/a"
         per_seed = ", ".join(f"{s}: {v:+.4g}" for s, v in zip(d["seeds"], d["deltas"], strict=True))
+        paired_rows_per_seed = d.get("rows") or []  # results.json written before row values has none
+        boot = f"[{d['boot_low']:+.4g}, {d['boot_high']:+.4g}]" if paired_rows_per_seed else "n/a"
         rows.append([d["arm"], d["metric"], f"{d['mean']:+.4g}" if d["n"] else "n/a", interval,
-                     f"{d['std']:.2g}" if d["n"] > 1 else "n/a", d["n"], per_seed])
+                     f"{d['std']:.2g}" if d["n"] > 1 else "n/a", d["n"], per_seed, boot,
+                     ", ".join(str(r) for r in paired_rows_per_seed) or "n/a"])
     return header, rows
 
 
@@ -55,7 +60,9 @@ def write_results_md(spec: ExperimentSpec, records: Sequence[dict[str, Any]], be
     doc.heading(f"Paired differences to {payload['reference_arm']}")
     doc.text(f"Per seed, each arm (at its own best hyperparameters) minus the reference arm on the same "
              f"evaluation rows; interval: {payload['paired_ci_method']}. An interval that excludes 0 "
-             "is a difference beyond seed noise.")
+             "is a difference beyond seed noise. The bootstrap interval "
+             f"({payload.get('paired_bootstrap_method', 'n/a')}) also resamples the test rows, paired "
+             "between the arms: beyond it, the difference is beyond seed and test-row noise.")
     doc.table(*paired_rows(payload))
     doc.heading("All cells")
     doc.table(*cell_rows(spec, records))

@@ -36,11 +36,12 @@ class IRAScores:
     loss_unconditioned: np.ndarray
 
 
-def ira_from_passes(passes: LikelihoodPasses, reduction: str = "mean") -> IRAScores:
-    """IRA in the given form from the conditioned and unconditioned passes."""
+def ira_from_passes(passes: LikelihoodPasses, reduction: str = "mean", baseline: str = "unconditioned") -> IRAScores:
+    """IRA in the given form from the conditioned pass and the `baseline` pass (L(response):
+    `unconditioned` = the response alone, FedDQC's convention)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"IRA reduction {reduction!r}: allowed values are {', '.join(REDUCTIONS)}")
-    cond, uncond = passes["conditioned"], passes["unconditioned"]
+    cond, uncond = passes["conditioned"], passes[baseline]
     lc, lu = (cond.mean, uncond.mean) if reduction == "mean" else (cond.total, uncond.total)
     return IRAScores(ira=lu - lc, loss_conditioned=lc, loss_unconditioned=lu)
 

@@ -45,13 +45,15 @@ class IRAScorer(PassScorer):
     cost = "2 forward passes per sample (conditioned + response alone)"
     passes = IRA_PASSES
 
-    def __init__(self, reduction: str = "mean") -> None:
-        self.reduction = reduction
-        self.name = "ira" if reduction == "mean" else f"ira-{reduction}"
+    def __init__(self, reduction: str = "mean", baseline: str = "unconditioned") -> None:
+        self.reduction, self.baseline = reduction, baseline
+        self.name = ("ira" if reduction == "mean" else f"ira-{reduction}") + \
+            ("" if baseline == "unconditioned" else f"-{baseline}")
+        self.passes = ("conditioned", baseline)
         self.direction = f"higher raw IRA is better; keep-score = IRA ({reduction} token NLL form)"
 
     def from_passes(self, passes: LikelihoodPasses) -> np.ndarray:
-        return ira_from_passes(passes, self.reduction).ira
+        return ira_from_passes(passes, self.reduction, self.baseline).ira
 
 
 class LossScorer(PassScorer):
@@ -123,3 +125,35 @@ class IFDScorer(PassScorer):
 
     def from_passes(self, passes: LikelihoodPasses) -> np.ndarray:
         return -ifd_from_passes(passes).ifd
+
+
+class EOSScorer(PassScorer):
+    """How likely the model finds the answer to end where it ends: the NLL of the EOS token after
+    the response, given the instruction; low = a complete answer. A cut answer stops mid-sentence.
+    Keep-score = -NLL(EOS); a response cut by max-length has no EOS and is not judged by this
+    criterion (keep-score 0, the best). Cost: the conditioned pass (shared with `loss`)."""
+
+    name = "eos"
+    direction = "lower raw EOS NLL is better; keep-score = -NLL(EOS | instruction, response)"
+    cost = "1 forward pass per sample (the conditioned one)"
+    passes = ("conditioned",)
+
+    def from_passes(self, passes: LikelihoodPasses) -> np.ndarray:
+        return -np.nan_to_num(passes["conditioned"].eos, nan=0.0)
+
+
+class ContrastScorer(PassScorer):
+    """How much more likely the response is after its own instruction than after other rows' of
+    the same client: mean over `CONTRAST_PARTNERS` partners of L(y | x_j) − L(y | x_i), summed token
+    NLL (nats). An answer to another question (swap) is about as likely after any instruction.
+    IRA's baseline is the response alone; here it is the response after a real, unrelated prompt,
+    so what every instruction explains (format, the template) cancels. Keep-score = the contrast.
+    Cost: 1 + CONTRAST_PARTNERS forward passes per sample (the conditioned one shared)."""
+
+    name = "contrast"
+    direction = "higher raw contrast is better; keep-score = mean_j L(y|x_j) - L(y|x_i) (summed token NLL)"
+    cost = "1 + 2 forward passes per sample (conditioned + the response after 2 other rows' prompts)"
+    passes = ("conditioned", "contrast")
+
+    def from_passes(self, passes: LikelihoodPasses) -> np.ndarray:
+        return passes["contrast"].total - passes["conditioned"].total

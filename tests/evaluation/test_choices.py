@@ -62,15 +62,16 @@ def test_choice_accuracy_is_argmin_of_option_nll(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(choices, "mean_nll", fake_mean_nll)
     bundle = SimpleNamespace(model=None, tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir), device=None)
-    out = choices.choice_accuracy(ModelBundle(**vars(bundle)), [MEDQA_ROW, FREE_ROW, PUBMEDQA_ROWS[0]],
-                                  template="alpaca", max_length=256, batch_size=4,
-                                  closed_set=("maybe", "no", "yes"))
+    out, hits = choices.choice_accuracy(ModelBundle(**vars(bundle)), [MEDQA_ROW, FREE_ROW, PUBMEDQA_ROWS[0]],
+                                        template="alpaca", max_length=256, batch_size=4,
+                                        closed_set=("maybe", "no", "yes"))
     assert seen == [8]
     assert out == {"choice-acc": 0.5, "choice-rows": 2.0, "choice-skipped": 1.0}
+    assert hits == [1.0, None, 0.0]
 
 
 def test_choice_accuracy_on_the_tiny_model_is_a_share(tiny_bundle: ModelBundle) -> None:
-    out = choices.choice_accuracy(tiny_bundle, [MEDQA_ROW, *PUBMEDQA_ROWS], template="alpaca", max_length=256,
-                                  batch_size=3, closed_set=("maybe", "no", "yes"))
+    out, hits = choices.choice_accuracy(tiny_bundle, [MEDQA_ROW, *PUBMEDQA_ROWS], template="alpaca",
+                                        max_length=256, batch_size=3, closed_set=("maybe", "no", "yes"))
     assert out["choice-rows"] == 5 and out["choice-skipped"] == 0
-    assert out["choice-acc"] in {k / 5 for k in range(6)}
+    assert set(hits) <= {0.0, 1.0} and out["choice-acc"] == sum(hits) / 5

@@ -38,7 +38,8 @@ def test_generation_accuracy_hand_value() -> None:
     rows = [MEDQA_ROW, PUBMEDQA_ROWS[0], PUBMEDQA_ROWS[1], FREE_ROW]
     answers = ["E. Cross-linking of DNA", "No.", "I cannot tell", "Pay it off."]
     # MedQA right, PubMedQA 0 wrong (no vs yes), PubMedQA 1 unparsed (wrong), free-text row skipped
-    assert generation_accuracy(answers, rows, CLOSED) == {"gen-acc": 1 / 3, "gen-rows": 3.0, "gen-unparsed": 1.0}
+    assert generation_accuracy(answers, rows, CLOSED) == ({"gen-acc": 1 / 3, "gen-rows": 3.0, "gen-unparsed": 1.0},
+                                                          [1.0, 0.0, 0.0, None])
 
 
 def test_greedy_generation_does_not_depend_on_batching(tiny_bundle: ModelBundle) -> None:

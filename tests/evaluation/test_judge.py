@@ -49,8 +49,9 @@ def judge_url() -> Iterator[str]:
 def test_win_rate_counts_both_orders_ties_and_parse_failures(judge_url: str) -> None:
     # row 1: ours shown as A wins (1), swapped: tie (0.5); row 2: unparsable (failure), swapped: A = reference wins (0)
     FakeJudge.replies = ["Answer A is more precise. [[A]]", "[[TIE]]", "I cannot decide.", "[[A]]"]
-    out = judge_win_rate(ChatEndpoint(judge_url, "judge"), ROWS, ["ours one", "ours two"])
+    out, per_row = judge_win_rate(ChatEndpoint(judge_url, "judge"), ROWS, ["ours one", "ours two"])
     assert out == {"judge-win-rate": pytest.approx(1.5 / 3), "judge-verdicts": 3.0, "judge-failures": 1.0}
+    assert per_row == [0.75, 0.0]  # row 1: (1 + 0.5) / 2; row 2: its one parsed verdict
     users = [r["messages"][1]["content"] for r in FakeJudge.requests]
     assert "[Answer A]\nours one" in users[0] and "[Answer B]\nref one" in users[0]
     assert "[Answer A]\nref one" in users[1] and "[Answer B]\nours one" in users[1]
@@ -58,8 +59,8 @@ def test_win_rate_counts_both_orders_ties_and_parse_failures(judge_url: str) -> 
 
 
 def test_unreachable_endpoint_counts_failures() -> None:
-    out = judge_win_rate(ChatEndpoint("http://127.0.0.1:9/v1", "judge", timeout=2), ROWS[:1], ["x"])
-    assert out["judge-failures"] == 2.0 and out["judge-verdicts"] == 0.0
+    out, per_row = judge_win_rate(ChatEndpoint("http://127.0.0.1:9/v1", "judge", timeout=2), ROWS[:1], ["x"])
+    assert out["judge-failures"] == 2.0 and out["judge-verdicts"] == 0.0 and per_row == [None]
     assert out["judge-win-rate"] != out["judge-win-rate"]  # NaN
 
 

@@ -19,11 +19,11 @@ def test_greedy_match_f1_hand_value() -> None:
 
 
 def test_identical_texts_score_one_and_unrelated_ones_lower() -> None:
-    same = answer_similarity(["The cat sat on the mat.", "yes"], ["The cat sat on the mat.", "yes"])
-    assert same == pytest.approx(1.0, abs=1e-5)
-    unrelated = answer_similarity(["Paris is in France"], ["The stock market crashed"])
-    close = answer_similarity(["The cat sat on the mat."], ["A cat was sitting on the mat."])
+    same, per_pair = answer_similarity(["The cat sat on the mat.", "yes"], ["The cat sat on the mat.", "yes"])
+    assert same == pytest.approx(1.0, abs=1e-5) and per_pair == pytest.approx([1.0, 1.0], abs=1e-5)
+    unrelated, _ = answer_similarity(["Paris is in France"], ["The stock market crashed"])
+    close, _ = answer_similarity(["The cat sat on the mat."], ["A cat was sitting on the mat."])
     assert unrelated < 0.3 < close < 1.0
-    assert answer_similarity([""], ["anything"]) == 0.0
+    assert answer_similarity([""], ["anything"]) == (0.0, [0.0])
     with pytest.raises(ValueError, match="1 predictions for 2 references"):
         answer_similarity(["a"], ["a", "b"])

@@ -54,3 +54,32 @@ def token_nll(model, ids: list[int], first_label: int) -> torch.Tensor:
     logp = torch.log_softmax(logits, dim=-1)
     targets = torch.tensor(ids[first_label:])
     return -logp[torch.arange(first_label - 1, len(ids) - 1), targets]
+
+
+def unigram_model(tokenizer, logits: Mapping[int, float]):
+    """A one-layer Llama whose logits are the same after every context: `logits[t]` for the given
+    token ids, 0 for every other token (exactly, in float32).
+
+    By construction: every embedding is the all-ones vector, the attention and MLP outputs are
+    zeroed (o_proj, down_proj = 0), so the residual stream stays all-ones; the final RMSNorm
+    (eps 0) leaves it as is, and lm_head row t is logits[t]/d repeated, whose dot product with the
+    all-ones vector is logits[t]. So P(t | anything) = exp(logits[t]) / Z with Z = sum_t exp(logits[t]).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d, vocab = 32, len(tokenizer)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False, rms_norm_eps=0.0,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    scores = torch.zeros(vocab)
+    for token, value in logits.items():
+        scores[token] = value
+    with torch.no_grad():
+        model.model.embed_tokens.weight.fill_(1.0)
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.copy_((scores / d)[:, None].expand(vocab, d))
+    return model

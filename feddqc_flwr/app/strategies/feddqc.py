@@ -36,8 +36,8 @@ from feddqc_flwr.app.strategies.update_similarity import cosine_matrix, flat_upd
 from feddqc_flwr.llm.model import arrays_are_finite, cast_arrays
 from feddqc_flwr.selection.hierarchy import hierarchy_of_round, is_hierarchy_start
 from feddqc_flwr.selection.histogram_metrics import histogram_summary
-from feddqc_flwr.selection.score_sketch import ScoreSketch
-from feddqc_flwr.selection.threshold import lambda_for_retention
+from feddqc_flwr.selection.score_sketch import ScoreSketch, criteria_from_record
+from feddqc_flwr.selection.threshold import criterion_retention, lambda_for_retention, snap_to_bin_edge
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 
@@ -59,12 +59,14 @@ class RoundLog:
     hierarchy: int
     lr: float
     rescore: bool
-    threshold: float | None = None
+    threshold: float | None = None  # the first criterion's lambda (the paper's)
+    thresholds: dict[str, float] = field(default_factory=dict)  # every criterion's lambda
     scoring: dict[str, float] = field(default_factory=dict)
     train: dict[str, float] = field(default_factory=dict)
     clients: list[dict[str, float]] = field(default_factory=list)
     evaluate: dict[str, float] = field(default_factory=dict)
-    histogram: dict[str, list[float]] = field(default_factory=dict)  # global edges, counts, bad counts
+    histogram: dict[str, list[float]] = field(default_factory=dict)  # first criterion: global edges, counts, bad
+    criteria: dict[str, dict] = field(default_factory=dict)  # per criterion: {"histogram": ..., "summary": ...}
     update_similarity: list[list[float]] = field(default_factory=list)  # clients x clients cosine
     sent: int = 0
     failures: int = 0
@@ -82,17 +84,25 @@ class FedDQCStrategy(Strategy):
         self.base = base
         self.cfg = cfg
         self.reference_rows = reference_rows or []
-        self.threshold: float | None = cfg.ira_lambda if cfg.threshold_mode == "lambda" else None
+        # Every lambda is a fixed bin's lower edge, so the server's counts and the clients' "score >= lambda" agree.
+        self.thresholds: dict[str, float] | None = (
+            {name: snap_to_bin_edge(value, cfg.histogram_bins) for name, value in cfg.named_lambdas.items()}
+            if cfg.threshold_mode == "lambda" else None)
         self.rounds: dict[int, RoundLog] = {}
         self.round_offset = 0  # rounds already done by the run this one resumes
         self.lineage: RunLineage | None = None  # sent to clients, so they keep progress across resumes
         self._sent: ArrayRecord | None = None  # the global adapter of the current round
         self.sampling = SeededSampling(cfg.seed)
 
-    def resume(self, completed_round: int, threshold: float | None) -> None:
+    @property
+    def threshold(self) -> float | None:
+        """The first criterion's lambda (the paper's), None before calibration."""
+        return None if self.thresholds is None else self.thresholds[self.cfg.criteria[0]]
+
+    def resume(self, completed_round: int, thresholds: dict[str, float] | None) -> None:
         """Continue a run after `completed_round`: Flower's round 1 becomes completed_round + 1."""
         self.round_offset = completed_round
-        self.threshold = threshold
+        self.thresholds = thresholds
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """The server optimizer's state for the per-round checkpoint: FedOpt moments as
@@ -132,9 +142,9 @@ class FedDQCStrategy(Strategy):
         entry = RoundLog(server_round, stage, cosine_lr(server_round, cfg.num_server_rounds,
                                                          cfg.lr_max, cfg.lr_min), rescore)
         self.rounds[server_round] = entry
-        if rescore and self.threshold is None:  # retention mode, no lambda yet: one query calibrates it
+        if rescore and self.thresholds is None:  # retention mode, no lambda yet: one query calibrates it
             entry.scoring = self._calibrate(server_round, stage, arrays, grid)
-        entry.threshold = self.threshold
+        entry.threshold, entry.thresholds = self.threshold, dict(self.thresholds or {})
         self._sent = cast_arrays(cast_arrays(arrays, cfg.transport_dtype), "float32")  # what clients start from
         round_config = ConfigRecord(dict(config))
         round_config.update({
@@ -142,12 +152,12 @@ class FedDQCStrategy(Strategy):
             "hierarchy": stage,
             "rescore": rescore,
             "lr": entry.lr,
-            "lambda": self.threshold if self.threshold is not None else -math.inf,
+            "lambda": [self.thresholds[c] if self.thresholds else -math.inf for c in cfg.criteria],
             **self._progress_config(),
         })
-        # A client that scores inside train needs the anchors too: at a hierarchy start, or in any
-        # round when sampling may bring a client to this hierarchy for the first time later.
-        if self.reference_rows and (rescore or cfg.fraction_train < 1):
+        # A client that scores inside train needs the anchors too, in any round: sampling may bring it
+        # to this hierarchy for the first time later, and a SuperNode restarted mid-stage lost them.
+        if self.reference_rows:
             round_config[REFERENCE_KEY] = json.dumps(self.reference_rows)
         nodes = self.sampling.nodes(grid, self._query_all, server_round, "train") if cfg.fraction_train < 1 else grid
         messages = self._to_transport(self.base.configure_train(server_round, arrays, round_config, nodes))
@@ -214,30 +224,38 @@ class FedDQCStrategy(Strategy):
 
     def _global_histogram(self, server_round: int, stage: int, records: list[ConfigRecord], *,
                           calibrate: bool) -> dict[str, float]:
-        """Sum the clients' counts into the round's histogram; with `calibrate`, set lambda from it
-        (retention mode: fixed at the first hierarchy, then re-applied to re-scored data)."""
-        sketch = ScoreSketch(self.cfg.histogram_bins, {}, {})
+        """Sum the clients' counts into one histogram per criterion; with `calibrate`, set each
+        criterion's lambda from its own (retention mode: fixed at the first hierarchy, then
+        re-applied to re-scored data). Returns the first criterion's summary; all are in the log."""
+        cfg, entry = self.cfg, self.rounds[server_round]
+        sketches = {name: ScoreSketch(cfg.histogram_bins, {}, {}) for name in cfg.criteria}
         for record in records:
-            sketch = sketch.merge(ScoreSketch.from_record(record, self.cfg.histogram_bins))
-        if not sketch.total:
-            outcome = "trains this hierarchy UNFILTERED (no lambda yet)" if self.threshold is None else \
-                f"keeps lambda = {self.threshold:.4f}"
+            for name, sketch in criteria_from_record(record, cfg.criteria, cfg.histogram_bins).items():
+                sketches[name] = sketches[name].merge(sketch)
+        if not sketches[cfg.criteria[0]].total:
+            outcome = "trains this hierarchy UNFILTERED (no lambda yet)" if self.thresholds is None else \
+                f"keeps lambda = {self.thresholds}"
             log.warning("round %d hierarchy %d: no client scores reached the server (%d replies); the run %s",
                         server_round, stage, len(records), outcome)
             return {}
         # With dp-histogram-epsilon the clients' counts carry signed noise: lambda comes from their
         # plain sum (unbiased); what is stored and summarised is clamped to >= the corrupted count.
-        edges, signed, bad = sketch.histogram()
-        counts = np.maximum(signed, bad)
-        self.rounds[server_round].histogram = {"edges": edges.tolist(), "counts": counts.tolist(),
-                                               "bad": bad.tolist()}
-        if calibrate and self.cfg.threshold_mode == "retention" and self.threshold is None:
-            self.threshold = lambda_for_retention(signed, edges, self.cfg.retention)
-        threshold = self.threshold if calibrate else self.rounds[server_round].threshold
-        summary = histogram_summary(edges, counts, bad, threshold)
-        log.debug("round %d hierarchy %d: lambda=%s, %d scores from %d clients (%s)", server_round, stage,
-                 "none" if threshold is None else f"{threshold:.4f}", sketch.total, len(records), summary)
-        return summary
+        histograms = {name: sketch.histogram() for name, sketch in sketches.items()}
+        if calibrate and cfg.threshold_mode == "retention" and self.thresholds is None:
+            share = criterion_retention(cfg.retention, len(cfg.criteria))
+            self.thresholds = {name: lambda_for_retention(signed, edges, share)
+                               for name, (edges, signed, _) in histograms.items()}
+        thresholds = (self.thresholds if calibrate else entry.thresholds) or {}
+        for name, (edges, signed, bad) in histograms.items():
+            counts = np.maximum(signed, bad)
+            entry.criteria[name] = {
+                "histogram": {"edges": edges.tolist(), "counts": counts.tolist(), "bad": bad.tolist()},
+                "summary": histogram_summary(edges, counts, bad, thresholds.get(name))}
+        first = entry.criteria[cfg.criteria[0]]
+        entry.histogram = first["histogram"]
+        log.debug("round %d hierarchy %d: lambdas %s from %d clients (%s)", server_round, stage, thresholds,
+                  len(records), {name: c["summary"] for name, c in entry.criteria.items()})
+        return dict(first["summary"])
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -287,8 +305,9 @@ class FedDQCStrategy(Strategy):
         records = [r.content[SKETCH_KEY] for r in replies if not r.has_error() and SKETCH_KEY in r.content]
         if not records:
             return {}
+        first = f"{self.cfg.criteria[0]}/counts"
         summary = {"clients": float(len(records)),
-                   "scored": float(sum(int(count) for record in records for count in record["counts"]))}
+                   "scored": float(sum(int(count) for record in records for count in record[first]))}
         summary.update(self._global_histogram(server_round, stage, records, calibrate=False))
         return summary
 
