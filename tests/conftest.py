@@ -86,6 +86,13 @@ def flwr_env(tmp_path: Path):
     subprocess.run(["pkill", "-f", f"flower-superlink .*--port {http_port}"], check=False)
 
 
+@pytest.fixture(autouse=True)
+def node_local_files_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative output-dir (the default "outputs") resolves under the test's tmp_path, so the
+    node-local files handlers write (quality reports, progress, data maps) never land in the checkout."""
+    monkeypatch.setenv("FEDDQC_OUTPUT_ROOT", str(tmp_path))
+
+
 def _task_identity(node_id: int):
     """Messages are stamped with the run and node of the process; a Flower app process sets them."""
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, node_id, 1
@@ -102,4 +109,10 @@ def server_task_identity():
 @pytest.fixture()
 def client_task_identity():
     """As in a ClientApp process on node 7 (the node `tests.helpers.deliver` addresses)."""
+    yield from _task_identity(7)
+
+
+@pytest.fixture(scope="module")
+def module_client_task_identity():
+    """client_task_identity for a module-scoped fixture that drives the ClientApp once for several tests."""
     yield from _task_identity(7)

@@ -22,14 +22,18 @@ def make_config(**overrides: Any) -> RunConfig:
     return parse_run_config(raw)
 
 
-def deliver(context: Context, message_type: str, content: RecordDict) -> Message:
-    """Run the ClientApp on one message from the server (node 7), in-process, and return its reply.
-
-    The content is packed and the reply unpacked as the ServerApp's `PollingGrid` does on the wire."""
+def deliver_wire(context: Context, message_type: str, content: RecordDict) -> Message:
+    """Run the ClientApp on one message from the server (node 7), in-process; its reply as sent on
+    the wire (content packed as the ServerApp's `PollingGrid` packs it)."""
     metadata = Metadata(run_id=1, message_id=f"m-{time.monotonic_ns()}", src_node_id=0, dst_node_id=7,
                         reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
                         message_type=message_type)
-    return unpack_message(app(pack_message(Message(content=content, metadata=metadata)), context))
+    return app(pack_message(Message(content=content, metadata=metadata)), context)
+
+
+def deliver(context: Context, message_type: str, content: RecordDict) -> Message:
+    """`deliver_wire`'s reply unpacked, as the ServerApp's `PollingGrid` reads it."""
+    return unpack_message(deliver_wire(context, message_type, content))
 
 
 class PushPullGrid(Grid):

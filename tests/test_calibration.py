@@ -170,3 +170,17 @@ def test_two_criteria_each_get_their_own_lambda_from_their_own_histogram() -> No
     assert entry.criteria["ira-sum"]["summary"]["share-above-lambda"] == pytest.approx(0.7)
     assert entry.criteria["loss"]["summary"]["share-above-lambda"] == pytest.approx(0.7)
     assert entry.threshold == edge[4.0] and entry.histogram == entry.criteria["ira-sum"]["histogram"]
+
+
+def test_a_named_lambda_inside_a_bin_is_sent_as_that_bins_lower_edge() -> None:
+    """lambda between the lower edge e of 0.5's bin and 0.5: a client comparing 0.5 >= lambda keeps the row,
+    while the server, which sees only bins, could not count it. The strategy sends e instead, so both
+    count 0.5 and 3.0 (2 of each node's 4 rows) as kept."""
+    e = float(lower_edges(bin_index(np.array([0.5]), BINS), BINS)[0])
+    assert e < 0.5
+    grid = ScriptedGrid([11, 12], {})
+    strategy = _strategy(threshold_mode="lambda", ira_lambda=(e + 0.5) / 2)
+    messages = list(strategy.configure_train(1, ARRAYS, ConfigRecord(), grid))
+    assert strategy.thresholds == {"ira": e} and all(list(m.content["config"]["lambda"]) == [e] for m in messages)
+    strategy.aggregate_train(1, [_train_reply(messages[0], True), _train_reply(messages[1], True)])
+    assert strategy.rounds[1].scoring["share-above-lambda"] == 0.5 == float((SCORES >= e).mean())

@@ -96,7 +96,7 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, known_voca
                                                       flwr_env) -> None:
     model_dir = known_vocab_model_dir  # loss scorer + noisy rows: selection is right by construction
     run, log = _flwr_run(tmp_path, flwr_env, model_dir, "data-map = true", 'corrupt-type = "noisy"',
-                         'dtype = "float32"')  # the bounds below are worked out in float32
+                         'dtype = "float32"', 'scorer = "loss"')  # the bounds below are worked out in float32
 
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["server_round"] for x in lines] == [0, 1, 2, 3]
@@ -183,10 +183,20 @@ def test_flwr_run_writes_loadable_adapter_and_metrics(tmp_path: Path, known_voca
     assert len(points) == sum(c["pool"] for c in first["clients"])
     assert all(0.0 < p["confidence"] < 1.0 for p in points)
 
-    # `feddqc eval` rebuilds the server's rows and reproduces the last round's validation loss.
+    # Each round's per-row values: the test loss is their mean, the ids those of the test rows.
+    row_lines = [json.loads(x) for x in (run / "row-values.jsonl").read_text().splitlines()]
+    assert [x["server_round"] for x in row_lines] == [0, 1, 2, 3]
+    for metrics_line, row_line in zip(lines, row_lines, strict=True):
+        test_losses = row_line["values"]["test-loss"]
+        assert len(test_losses) == len(row_line["sample_ids"]["test"]) > 0
+        assert sum(test_losses) / len(test_losses) == pytest.approx(metrics_line["server_eval"]["test-loss"], rel=1e-6)
+
+    # `feddqc eval` rebuilds the server's rows and reproduces the last round's validation loss, per row too.
     main(["eval", str(run), "--split", "valid"])
     evaluated = json.loads((run / "eval-valid.json").read_text())
     assert evaluated["metrics"]["valid-loss"] == pytest.approx(lines[-1]["server_eval"]["valid-loss"], rel=1e-4)
+    assert evaluated["sample_ids"] == row_lines[-1]["sample_ids"]["valid"]
+    assert evaluated["row_values"]["valid-loss"] == pytest.approx(row_lines[-1]["values"]["valid-loss"], rel=1e-4)
 
 
 def test_flwr_run_with_the_ds2_selector_reports_its_curation(tmp_path: Path, tiny_model_dir: Path,

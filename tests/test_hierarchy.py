@@ -46,16 +46,19 @@ def test_last_stage_trains_on_everything_kept() -> None:
     assert sel.train_ids == [6, 5, 4] and sel.waiting_ids == []
 
 
-def test_two_criteria_keep_only_rows_passing_both_and_order_by_the_first() -> None:
-    # columns: (alignment, fit); lambdas (1.0, -3.0). Row 4 sits exactly on both lambdas: kept.
+def test_two_criteria_keep_only_rows_passing_both_and_order_by_the_worse_rank() -> None:
+    # columns: (alignment, fit); lambdas (1.0, -3.0). Row 14 sits exactly on both lambdas: kept.
     scores = np.array([[2.0, -1.0],   # passes both
                        [5.0, -4.0],   # best alignment, fails fit
                        [0.5, -0.5],   # fails alignment, best fit
                        [3.0, -2.0],   # passes both
                        [1.0, -3.0],   # equal to both lambdas: passes
-                       [4.0, np.nan]])  # unscorable fit
-    sel = select_stage([10, 11, 12, 13, 14, 15], scores, thresholds=[1.0, -3.0], stage=1, hierarchies=1)
-    assert sel.train_ids == [13, 10, 14]  # by alignment, descending: 3.0, 2.0, 1.0
+                       [4.0, np.nan],  # unscorable fit
+                       [2.5, -1.5]])  # passes both
+    sel = select_stage([10, 11, 12, 13, 14, 15, 16], scores, thresholds=[1.0, -3.0], stage=1, hierarchies=1)
+    # kept 10, 13, 14, 16; ranks among them (0 = worst, 1 = best): alignment 1/3, 1, 0, 2/3 and fit
+    # 1, 1/3, 0, 2/3; the worse of the two: 1/3, 1/3, 0, 2/3 -> 16 first, then 10 and 13 (tie: by id), 14
+    assert sel.train_ids == [16, 10, 13, 14]
     assert sorted(sel.dropped_ids) == [11, 12, 15]
 
 

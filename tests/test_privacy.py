@@ -20,7 +20,7 @@ from feddqc_flwr.app.config import ConfigError, parse_run_config
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
 from feddqc_flwr.app.strategies.privacy import privacy_report, with_privacy
-from feddqc_flwr.selection.score_sketch import ScoreSketch
+from feddqc_flwr.selection.score_sketch import ScoreSketch, bin_index, criteria_record
 from feddqc_flwr.selection.threshold import lambda_for_retention
 from tests.helpers import default_run_config, make_config
 
@@ -210,7 +210,7 @@ def test_real_client_app_clips_train_and_leaves_queries_alone(tiny_model_dir: Pa
     scored = deliver(context, "query.score", RecordDict({"arrays": arrays, "config": ConfigRecord(
         {"server-round": 1, "hierarchy": 1})}))
     assert not scored.has_error() and scored.content["metrics"]["count"] > 0
-    config = {"server-round": 1, "hierarchy": 1, "rescore": True, "lr": 0.05, "lambda": -math.inf}
+    config = {"server-round": 1, "hierarchy": 1, "rescore": True, "lr": 0.05, "lambda": [-math.inf, -math.inf]}
     refused = deliver(context, "train", RecordDict({"arrays": arrays, "config": ConfigRecord(config)}))
     assert refused.has_error() and refused.error.code == ErrorCode.MOD_FAILED_PRECONDITION
     reply = deliver(context, "train", RecordDict({"arrays": arrays, "config": ConfigRecord(
@@ -253,6 +253,25 @@ def test_lambda_from_noisy_sketches_over_thousands_of_empty_bins() -> None:
     edges, counts, _ = merged.histogram()
     assert abs(int(counts.sum()) - 1004) < 4 * 135
     assert -3.0 <= lambda_for_retention(counts, edges, 0.5) <= -2.0
+
+
+def test_neighbouring_datasets_give_noisy_replies_of_the_same_shape_within_one_range() -> None:
+    """The stated guarantee: given the bin range, adding one row changes no key and no length of the
+    reply (every bin of the range is sent, noised); a row outside the range extends it, visibly."""
+    base = np.array([-3.0, -2.5, -2.0, 1.0, 2.0])
+    records = []
+    for scores in (base, np.append(base, -2.2), np.append(base, 40.0)):  # original, neighbour inside, outlier
+        sketch = ScoreSketch.of(scores, np.zeros(scores.size, dtype=bool), 200)
+        noisy = sketch.noisy(lambda counts: noisy_counts(counts, 1.0, np.random.default_rng(0)))
+        records.append(criteria_record({"ira-sum": noisy, "loss": noisy}))
+    original, inside, outlier = records
+    assert original.keys() == inside.keys() == outlier.keys()
+    assert all(len(original[k]) == len(inside[k]) for k in original)
+    assert original["loss/bins"] == inside["loss/bins"]
+    # -3.0 .. 2.0 at 200 bins: from bin_index(-3) to bin_index(2), every one sent
+    first, last = (int(bin_index(np.array([v]), 200)[0]) for v in (-3.0, 2.0))
+    assert original["ira-sum/bins"] == list(range(first, last + 1))
+    assert len(outlier["ira-sum/bins"]) > len(original["ira-sum/bins"])  # the documented limitation
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -76,7 +76,7 @@ def _run(tiny_model_dir: Path, **overrides) -> tuple[FedDQCStrategy, LoopbackGri
 
     def after_round(server_round: int, arrays: ArrayRecord) -> None:
         if server_round == 1:  # the stage-1 scores each client keeps (never sent)
-            first_scores.update({n: ClientProgress.load(c.state, 0).score_array() for n, c in grid.contexts.items()})
+            first_scores.update({n: ClientProgress.load(c.state, 0).score_matrix() for n, c in grid.contexts.items()})
 
     arrays = adapter_arrays(load_model_bundle(spec_from_config(cfg)).model)
     strategy.start(grid=PollingGrid(grid, 0.01), initial_arrays=arrays, num_rounds=3, timeout=600.0,
@@ -85,18 +85,28 @@ def _run(tiny_model_dir: Path, **overrides) -> tuple[FedDQCStrategy, LoopbackGri
 
 
 def test_retention_run_queries_once_and_lambda_is_within_one_bin(tiny_model_dir: Path) -> None:
+    """Two criteria (the default ira-sum+loss), each keeping sqrt(0.5) of its own pooled scores:
+    each lambda is the lower edge of the bin holding that criterion's exact quantile, and the rows
+    the server counts at or above it are exactly the rows the clients kept by that criterion."""
     strategy, grid, first = _run(tiny_model_dir, retention=0.5)
     assert grid.sent == {SCORE_QUERY: 2, "train": 6}  # two query messages (the old protocol sent 12)
-    pooled = np.sort(np.concatenate(list(first.values())))[::-1]
-    pooled = pooled[np.isfinite(pooled)]
-    exact = pooled[max(1, math.ceil(0.5 * len(pooled))) - 1]
-    lam = strategy.threshold
-    assert lam <= exact and exact - lam <= 2 / 200 * abs(exact) + 1e-9  # the bin holding the quantile
+    share = math.sqrt(0.5)
+    for c, name in enumerate(("ira-sum", "loss")):
+        pooled = np.sort(np.concatenate([m[:, c] for m in first.values()]))[::-1]
+        pooled = pooled[np.isfinite(pooled)]
+        exact = pooled[max(1, math.ceil(share * len(pooled) - 1e-9)) - 1]
+        lam = strategy.thresholds[name]
+        assert lam <= exact and exact - lam <= 2 / 200 * abs(exact) + 1e-9  # the bin holding the quantile
+        server_kept = strategy.rounds[1].criteria[name]["summary"]["share-above-lambda"] * len(pooled)
+        assert round(server_kept) == (pooled >= lam).sum() == sum(c[f"kept-{name}"] for c in strategy.rounds[1].clients)
+    both = sum(int(((m[:, 0] >= strategy.thresholds["ira-sum"]) & (m[:, 1] >= strategy.thresholds["loss"])).sum())
+               for m in first.values())
+    assert sum(c["kept"] for c in strategy.rounds[1].clients) == both
     for server_round in (1, 2, 3):  # a histogram at every hierarchy start: query, then train replies
         entry = strategy.rounds[server_round]
-        assert entry.threshold == lam
+        assert entry.thresholds == strategy.thresholds and entry.threshold == strategy.thresholds["ira-sum"]
         assert sum(entry.histogram["counts"]) == sum(c["pool"] for c in entry.clients) > 0, server_round
-    assert sum(strategy.rounds[1].histogram["counts"]) == len(pooled)
+    assert sum(strategy.rounds[1].histogram["counts"]) == sum(len(m) for m in first.values())
 
 
 def test_absolute_lambda_run_sends_no_query(tiny_model_dir: Path) -> None:

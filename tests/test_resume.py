@@ -64,7 +64,7 @@ def _score(context: Context, arrays, lineage: RunLineage, rnd: int, stage: int) 
     return ClientProgress.load(context.state, 0)
 
 
-def _train(context: Context, arrays, lineage: RunLineage, rnd: int, stage: int, lam: float) -> dict:
+def _train(context: Context, arrays, lineage: RunLineage, rnd: int, stage: int, lam: list[float]) -> dict:
     config = {"server-round": rnd, "hierarchy": stage, "rescore": False, "lr": 1e-3, "lambda": lam,
               **lineage.to_config()}
     return _send(context, "train", config, arrays)
@@ -78,7 +78,7 @@ def test_restarted_and_resumed_clients_do_not_retrain_earlier_stages(tmp_path: P
     lineage = RunLineage("run-a", str(tmp_path / "outputs"), ((1, 1),))
 
     first = _context(raw, run_id=1)
-    lam = float(np.median(_score(first, arrays, lineage, 1, 1).score_array()))
+    lam = [float(v) for v in np.median(_score(first, arrays, lineage, 1, 1).score_matrix(), axis=0)]
     _train(first, arrays, lineage, 1, 1, lam)
     stage1 = ClientProgress.load(first.state, 0)
     assert stage1.stage_train and len(stage1.pool) == n_rows - len(stage1.stage_train)
@@ -138,7 +138,7 @@ def _fake_checkpoint(run_dir: Path, **overrides: object) -> None:
     """adapters/last/state.json as a run with `overrides` writes it (the check runs before the adapter loads)."""
     folder = run_dir / "adapters" / "last"
     folder.mkdir(parents=True)
-    state = checkpoint_state(make_config(**overrides), 2, 0.5)
+    state = checkpoint_state(make_config(**overrides), 2, {"ira-sum": 0.5, "loss": -2.0})
     (folder / "state.json").write_text(json.dumps(state))
 
 
@@ -157,7 +157,7 @@ def test_resume_refuses_a_changed_data_selection_or_training_key(tmp_path: Path,
 def test_resume_allows_operational_keys_and_older_checkpoints() -> None:
     saved = make_config().as_dict()
     later = make_config(round_timeout=60, output_dir="elsewhere", eval_samples=4, score_batch_size=2, data_map=True,
-                        resume_from="x")
+                        eval_metrics="loss,alignment", eval_align_candidates=3, resume_from="x")
     assert changed_resume_keys(saved, later) == {}
     older = {"method": "feddqc", "num-server-rounds": 6, "strategy": "fedavg"}  # "schedule" of old checkpoints
     assert changed_resume_keys(older, make_config(strategy="fedadam")) == {"strategy": ("fedavg", "fedadam")}
@@ -197,7 +197,7 @@ def test_fedavgm_momentum_round_trips_through_the_checkpoint(tmp_path: Path, tin
                                                 "resume_from": str(recorder.run_dir)}))
     resumed = FedDQCStrategy(build_base_strategy(cfg), cfg)
     resumed.load_optimizer_state(checkpoint.optimizer)
-    resumed.resume(checkpoint.completed_round, checkpoint.threshold)
+    resumed.resume(checkpoint.completed_round, checkpoint.thresholds)
     for a, b in zip(resumed.base.momentum_vector, first.base.momentum_vector, strict=True):
         np.testing.assert_array_equal(a, b)
     out = _fedavgm_round(resumed, 1, arrays, deltas[2])  # Flower's round 1 of the resumed run = round 3

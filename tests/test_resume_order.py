@@ -6,7 +6,7 @@ subtracts one layer from another, and Flower's client clipping mod refuses every
 are in another order). The model here has 11 layers and targets q_proj and o_proj, so both sort
 differently from the module order; every LoRA matrix has the same shape, so a wrong pairing
 computes wrong numbers instead of raising. Each run is the real ServerApp `main`, in process,
-with the real ClientApp behind a loopback grid: crashed after round 2, resumed from its checkpoint
+with the real ClientApp behind a loopback grid: crashed after round 1, resumed from its checkpoint
 on disk, it must end with the adapter of the run that was never interrupted.
 """
 
@@ -27,7 +27,7 @@ from tests.test_protocol_loopback import LoopbackGrid
 
 pytestmark = pytest.mark.usefixtures("server_task_identity")
 
-ROUNDS, CRASH_AFTER = 3, 2
+ROUNDS, CRASH_AFTER = 2, 1
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def _raw(model: Path, out: Path, **extra: object) -> dict:
                 "server-momentum": 0.9, "lr-max": 0.05, "local-steps": 1, "batch-size": 2, "max-length": 96,
                 "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
                 "lora-target-modules": "q_proj,o_proj", "num-server-rounds": ROUNDS, "hierarchies": 1,
-                "min-train-nodes": 2, "fraction-evaluate": 0.0, "eval-samples": 0, "tracking": "none",
+                "min-train-nodes": 2, "fraction-evaluate": 0.0, "round-timeout": 120, "eval-samples": 0, "tracking": "none",
                 "output-dir": str(out), **extra})
     return raw
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
+import bitsandbytes as bnb
 import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
+from flwr.serverapp.strategy import Result
 from flwr.supercore.task_identity import TaskIdentity
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
@@ -19,6 +22,7 @@ from feddqc_flwr.app import model_spec
 from feddqc_flwr.app.config import ConfigError
 from feddqc_flwr.app.model_spec import load_server_bundle, server_spec_from_config, spec_from_config
 from feddqc_flwr.app.run_defaults import paper_preset
+from feddqc_flwr.app.server_app import final_adapter
 from feddqc_flwr.llm.model import (
     ModelSpec,
     adapter_arrays,
@@ -74,7 +78,8 @@ def test_paper_preset_parses_and_the_server_falls_back_without_cuda(monkeypatch,
             spec = server_spec_from_config(cfg)
         assert (spec.quantization, spec.dtype) == ("none", dtype)
         assert spec.lora_r == cfg.lora_r and spec.seed == cfg.seed  # same adapter layout as the clients'
-        assert any("quantization 8bit needs CUDA" in r.getMessage() and f"unquantized in {dtype}" in r.getMessage()
+        assert any("quantization 8bit on a server without CUDA" in r.getMessage()
+                   and f"unquantized in {dtype}" in r.getMessage()
                    for r in caplog.records)
 
 
@@ -104,18 +109,36 @@ def test_server_without_cuda_evaluates_an_unquantized_model_or_loads_no_weights(
     assert all(np.array_equal(reloaded[k].numpy(), aggregate[k].numpy()) for k in full)
 
 
-def test_a_client_without_cuda_refuses_8bit_naming_the_key(tiny_model_dir: Path, monkeypatch) -> None:
+def test_a_client_without_cuda_quantizes_on_the_cpu_or_refuses_naming_the_key(tiny_model_dir: Path,
+                                                                              monkeypatch) -> None:
+    """bitsandbytes >= 0.48 runs 8-bit on a CPU (the paper preset's test trains with it); a node
+    whose bitsandbytes cannot run here, or that has none, stops before loading anything."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = make_config(model=str(tiny_model_dir), quantization="8bit", dataset="demo", max_samples=0)
-    with pytest.raises(ConfigError, match="'quantization' = '8bit'.*needs a CUDA GPU"):
+    assert "cpu" in bnb.supported_torch_devices  # the installed bitsandbytes (scripts/constraints.txt)
+    assert spec_from_config(cfg).quantization == "8bit"
+    monkeypatch.setattr(bnb, "supported_torch_devices", {"cuda"})  # as bitsandbytes before its CPU backend
+    with pytest.raises(ConfigError, match=f"'quantization' = '8bit'.*bitsandbytes {bnb.__version__} has no CPU"):
+        spec_from_config(cfg)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # not installed: `import bitsandbytes` fails
+    with pytest.raises(ConfigError, match="'quantization' = '8bit'.*bitsandbytes, which is not installed"):
         spec_from_config(cfg)
     raw = {k.replace("_", "-"): v for k, v in cfg.as_dict().items()}
     context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 2},
                       state=RecordDict(), run_config=raw)
-    config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": False, "lr": 1e-3, "lambda": -1e9})
+    config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": False, "lr": 1e-3, "lambda": [-1e9, -1e9]})
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
     try:
-        with pytest.raises(ConfigError, match="Give every SuperNode \\(ClientApp\\) a GPU"):
-            deliver(context, "train", RecordDict({"arrays": ArrayRecord(), "config": config}))
+        reply = deliver(context, "train", RecordDict({"arrays": ArrayRecord(), "config": config}))
+        assert reply.has_error() and "Install it on every SuperNode (ClientApp)" in reply.error.reason
     finally:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+
+
+def test_a_run_where_no_round_aggregated_saves_the_adapter_it_started_from() -> None:
+    """Flower's `Result` holds an empty record, not None, when no round aggregated."""
+    initial = ArrayRecord({"lora_A": Array(np.ones((2, 3), dtype=np.float32))})
+    assert len(Result().arrays) == 0 and Result().arrays is not None
+    assert final_adapter(Result().arrays, initial) is initial
+    trained = ArrayRecord({"lora_A": Array(np.zeros((2, 3), dtype=np.float32))})
+    assert final_adapter(trained, initial) is trained

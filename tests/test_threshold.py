@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from feddqc_flwr.selection.hierarchy import passes_all
+from feddqc_flwr.selection.histogram_metrics import histogram_summary
 from feddqc_flwr.selection.score_sketch import ScoreSketch, bin_index, lower_edges
 from feddqc_flwr.selection.threshold import criterion_retention, lambda_for_retention, snap_to_bin_edge
 
@@ -116,3 +118,21 @@ def test_each_of_two_criteria_keeps_the_square_root_of_the_share() -> None:
     assert criterion_retention(0.49, 2) == pytest.approx(0.7)
     assert criterion_retention(0.5, 1) == 0.5
     assert criterion_retention(0.125, 3) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("retention", [0.1, 0.25, 0.5, 0.8])
+def test_server_and_clients_agree_on_every_row_with_scores_exactly_on_bin_edges(retention: float) -> None:
+    """Scores placed exactly on fixed bin edges (and duplicated): the server's count of rows at or above
+    lambda, read off the summed histogram, equals the rows clients keep with "score >= lambda"."""
+    bins = 200
+    edges_at = lower_edges(np.arange(-40, 41, 3), bins)  # exact edges on both sides of 0
+    clients = [np.concatenate([edges_at, edges_at[::4]]), edges_at[5:20]]
+    total = ScoreSketch(bins, {}, {})
+    for scores in clients:
+        total = total.merge(ScoreSketch.of(scores, np.zeros(len(scores), bool), bins))
+    edges, counts, bad = total.histogram()
+    lam = lambda_for_retention(counts, edges, retention)
+    server = histogram_summary(edges, counts, bad, lam)["share-above-lambda"] * counts.sum()
+    kept_by_clients = sum(int(passes_all(s.reshape(-1, 1), [lam]).sum()) for s in clients)
+    assert round(server) == kept_by_clients
+    assert lam in set(np.concatenate(clients).tolist())  # lambda is itself one of the edge scores: kept

@@ -15,6 +15,7 @@ from feddqc_flwr.training.local_sft import (
     LocalTrainConfig,
     ProximalTrainer,
     encode_for_training,
+    round_order,
     train_adapter,
 )
 
@@ -211,3 +212,28 @@ def test_bf16_training_tracks_fp32_and_keeps_lora_and_loss_in_fp32(tiny_model_di
     assert len(bf16.step_losses) == 4 and all(math.isfinite(v) for v in bf16.step_losses)
     assert bf16.loss == pytest.approx(fp32.loss, rel=0.02)
     assert bf16.step_losses == pytest.approx(fp32.step_losses, rel=0.02)
+
+
+@pytest.mark.parametrize(("rows", "batch_size", "grad_accum", "steps"), [(2, 2, 3, 2), (5, 2, 2, 3)])
+def test_every_step_accumulates_full_batches_however_few_rows_the_stage_has(bundle, rows, batch_size, grad_accum,
+                                                                           steps) -> None:
+    """A stage of 2 rows is less than one step's 2 x 3 (the Trainer alone would run 1 micro-batch per
+    step, as its epoch ends there); 5 rows split unevenly into batches of 2 (it would cut the last
+    step of each epoch short). Either way each step must see grad_accum micro-batches of batch_size rows."""
+    initial = adapter_arrays(bundle.model)
+    result = train_adapter(bundle.model, bundle.tokenizer, ROWS[:rows], LocalTrainConfig(
+        steps=steps, batch_size=batch_size, grad_accum=grad_accum, learning_rate=1e-3, max_length=64,
+        template="alpaca", proximal_mu=0.0, seed=0))
+    set_adapter_arrays(bundle.model, initial)
+    assert result.steps == steps and len(result.step_losses) == steps
+    assert result.micro_batches == steps * grad_accum
+    assert result.rows == steps * grad_accum * batch_size
+
+
+def test_round_order_uses_every_row_equally_often_in_a_seeded_order() -> None:
+    order = round_order(5, 12, seed=0)
+    assert len(order) == 12 and sorted(set(order)) == [0, 1, 2, 3, 4]
+    assert sorted(order.count(i) for i in range(5)) == [2, 2, 2, 3, 3]  # two whole passes, then 2 more rows
+    assert order[:5] == order[5:10] and sorted(order[:5]) == [0, 1, 2, 3, 4]  # each pass a permutation
+    assert round_order(5, 12, seed=0) == order and round_order(5, 12, seed=1) != order
+    assert round_order(8, 3, seed=0) == round_order(8, 8, seed=0)[:3]  # more rows than needed: a seeded subset

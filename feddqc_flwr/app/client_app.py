@@ -11,7 +11,8 @@ Message types:
   metrics (and the bin counts when it scored). The pool is every row not trained yet
   (Algorithm 1), rows under lambda included unless `filtered-rows = "drop"`.
 - `evaluate`: held-out loss on the client's clean validation split.
-Raw text, token ids and per-sample scores never leave the client.
+Raw text, token ids and per-sample scores never leave the client; each selection rewrites the
+owner's per-row report of them on the node's own disk (`app.quality_report`).
 
 In deployment every message runs in a fresh process, so torch, transformers, peft and datasets
 are imported inside the handlers that need them: `query.identity` pays for flwr and numpy only.
@@ -43,6 +44,7 @@ from feddqc_flwr.app.config import RunConfig, parse_run_config
 from feddqc_flwr.app.packed_arrays import packing_mod
 from feddqc_flwr.app.protocol import REFERENCE_KEY, SKETCH_KEY
 from feddqc_flwr.app.quiet import apply_console_mode
+from feddqc_flwr.app.user_errors import user_error_mod
 from feddqc_flwr.data.spec import ClientData
 from feddqc_flwr.selection.hierarchy import passes_all, select_stage
 from feddqc_flwr.selection.quality_metrics import quality_by_type, selection_quality
@@ -54,7 +56,9 @@ if TYPE_CHECKING:
     from feddqc_flwr.llm.model import ModelBundle
 
 log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
-app = ClientApp(mods=[packing_mod])  # outermost: every handler and mod sees the adapter unpacked
+# packing_mod outermost: every handler and mod sees the adapter unpacked; user_error_mod turns a
+# UserError (bad key, missing data file or model) into a one-line error reply, not a traceback
+app = ClientApp(mods=[packing_mod, user_error_mod])
 
 
 @dataclass
@@ -185,10 +189,12 @@ def score(msg: Message, context: Context) -> Message:
     progress = load_progress(context.state, len(setup.data.train), store)
     seconds = _score_pool(setup, progress, int(config["hierarchy"]), context)
     save_progress(progress, context.state, store)
-    metrics = {"count": int(np.isfinite(progress.score_matrix()).all(axis=1).sum()), "seconds": seconds,
-               "setup-seconds": setup.seconds}
-    return Message(RecordDict({"metrics": MetricRecord(metrics), SKETCH_KEY: _sketch(setup, progress)}),
-                   reply_to=msg)
+    sketch = _sketch(setup, progress)
+    # Under dp-histogram-epsilon the exact count would undo the noise: send the noisy one the sketch sums to.
+    count = sum(sketch[f"{setup.cfg.criteria[0]}/counts"]) if setup.cfg.dp_histogram_epsilon else \
+        int(np.isfinite(progress.score_matrix()).all(axis=1).sum())
+    metrics = {"count": int(count), "seconds": seconds, "setup-seconds": setup.seconds}
+    return Message(RecordDict({"metrics": MetricRecord(metrics), SKETCH_KEY: sketch}), reply_to=msg)
 
 
 @app.query("identity")
@@ -199,14 +205,23 @@ def identity(msg: Message, context: Context) -> Message:
 
 
 def _select_for_stage(setup: ClientSetup, progress: ClientProgress, stage: int, thresholds: np.ndarray,
-                      context: Context) -> float:
-    """Pick this stage's training subset once; scores now if no query did (or it missed us)."""
+                      context: Context, store: ProgressFile | None) -> float:
+    """Pick this stage's training subset once; scores now if no query did (or it missed us).
+
+    Then rewrites the owner's node-local quality report beside the progress file (before the
+    progress is saved, so a client killed in between redoes both)."""
+    from feddqc_flwr.app.quality_report import write_quality_report
+    from feddqc_flwr.app.results import client_local_dir
+
     seconds = 0.0
     if progress.scored_stage != stage:
         seconds = _score_pool(setup, progress, stage, context)
     chosen = select_stage(progress.scored_ids, progress.score_matrix(), thresholds, stage,
                           setup.cfg.stages, order=setup.cfg.order, seed=setup.seed)
     progress.take_stage(stage, chosen, setup.cfg.filtered_rows)
+    folder = store.path.parent if store is not None else client_local_dir(setup.cfg, context.run_id)
+    write_quality_report(folder, setup.cfg, (setup.partition_id, int(context.node_config["num-partitions"])),
+                         setup.data.train, progress, thresholds)
     return seconds
 
 
@@ -233,7 +248,7 @@ def _quality_metrics(setup: ClientSetup, progress: ClientProgress, thresholds: n
     AUROC is of the joint keep-score (rank-min over criteria; the score itself with one criterion);
     the quantiles are of the first criterion.
     """
-    from feddqc_flwr.scoring.criteria import joint_keep_score
+    from feddqc_flwr.selection.joint_rank import joint_keep_score
 
     matrix = progress.score_matrix()
     scores = joint_keep_score(matrix) if len(matrix) else np.zeros(0)
@@ -320,7 +335,7 @@ def train(msg: Message, context: Context) -> Message:
         progress = load_progress(context.state, len(setup.data.train), store)
         if progress.selected_stage != stage:
             scores_now = progress.scored_stage != stage
-            score_seconds = _select_for_stage(setup, progress, stage, thresholds, context)
+            score_seconds = _select_for_stage(setup, progress, stage, thresholds, context, store)
             save_progress(progress, context.state, store)
             if scores_now and bool(round_cfg.get("rescore", False)):  # the server reads sketches of that round only
                 extra[SKETCH_KEY] = _sketch(setup, progress)
@@ -334,8 +349,8 @@ def train(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     if len(rows) == 0:
         log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)
-        metrics.update({"train-loss": float("nan"), "train-prox": float("nan"), "train-seconds": 0.0,
-                        "handler-seconds": time.perf_counter() - handler_started})
+        metrics.update({"train-loss": float("nan"), "train-prox": float("nan"), "train-micro-batches": 0,
+                        "train-rows": 0, "train-seconds": 0.0, "handler-seconds": time.perf_counter() - handler_started})
         return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics), **extra}),
                        reply_to=msg)
     result = train_adapter(setup.bundle.model, setup.bundle.tokenizer, list(rows), LocalTrainConfig(
@@ -351,6 +366,7 @@ def train(msg: Message, context: Context) -> Message:
         log.error(reason)
         return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
     metrics.update({"train-loss": result.loss, "train-prox": result.prox,
+                    "train-micro-batches": result.micro_batches, "train-rows": result.rows,
                     "train-seconds": time.perf_counter() - started,
                     "handler-seconds": time.perf_counter() - handler_started})
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), **extra}), reply_to=msg)

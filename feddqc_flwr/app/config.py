@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from feddqc_flwr.data.spec import DataSpec
+from feddqc_flwr.errors import UserError
 from feddqc_flwr.selection.hierarchy import ORDERS
 
 METHODS = ("feddqc", "fedavg")
@@ -39,7 +40,7 @@ CONSOLE_MODES = ("progress", "verbose")  # = app.quiet
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # = app.tracking; "none" turns tracking off
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A run-config value that the app cannot use."""
 
 

@@ -16,7 +16,7 @@ log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --strea
 
 def spec_from_config(cfg: RunConfig) -> ModelSpec:
     """The model as a training/scoring node loads it (same layout on server and clients, so
-    adapters match); 8/4-bit without CUDA stops here with a `ConfigError`."""
+    adapters match); 8/4-bit where bitsandbytes cannot run stops here with a `ConfigError`."""
     check_training_device(cfg)
     targets = cfg.target_modules
     return ModelSpec(
@@ -31,14 +31,14 @@ def server_spec_from_config(cfg: RunConfig) -> ModelSpec:
     """The model as an evaluating server loads it: quantized where CUDA is, else unquantized.
 
     The server only evaluates, so without CUDA it loads the base model unquantized, in bf16
-    where the CPU has native bf16, else float32 (`dtype` was meant for the GPU). Its numbers
-    then differ slightly from a quantized model's; the adapter layout and the initial adapter
-    do not (LoRA init is seeded float32, `llm.model.add_lora`).
+    where the CPU has native bf16, else float32 (`dtype` was meant for the GPU), and needs no
+    bitsandbytes. Its numbers then differ slightly from a quantized model's; the adapter layout
+    and the initial adapter do not (LoRA init is seeded float32, `llm.model.add_lora`).
     """
     if cfg.quantization == "none" or torch.cuda.is_available():
         return spec_from_config(cfg)
     dtype = "bfloat16" if native_bf16(torch.device("cpu")) else "float32"
-    log.info("quantization %s needs CUDA, which this server lacks: it evaluates %s unquantized in %s "
+    log.info("quantization %s on a server without CUDA: it evaluates %s unquantized in %s "
              "(clients still train in %s; set eval-samples = 0 to skip loading the base weights)",
              cfg.quantization, cfg.model, dtype, cfg.quantization)
     return spec_from_config(dataclasses.replace(cfg, quantization="none", dtype=dtype))

@@ -18,7 +18,8 @@ Clients write node-local files (the data map's per-sample probabilities) under
 <output-dir>/client-local/run-<run id>/ on their own machine; config.json records the run id so
 `feddqc report` can find them when server and clients share a disk (simulation). Their hierarchy
 progress goes to <output-dir>/client-local/progress-<run key>/ (`app.client_progress`), keyed by a
-run key that resumed runs keep.
+run key that resumed runs keep, and beside it each partition's quality report for the data owner
+(`app.quality_report`, read with `feddqc inspect`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from safetensors.torch import load_file
 from feddqc_flwr.app.client_progress import RunLineage
 from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.app.run_defaults import default_run_config
+from feddqc_flwr.errors import MissingArtifactError
 
 CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
 ROW_VALUES = "row-values.jsonl"
@@ -172,7 +174,7 @@ def saved_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> 
     """
     path = run_dir / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: give a run directory (or an adapter folder inside one)")
+        raise MissingArtifactError(f"{path} not found: give a run directory (or an adapter folder inside one)")
     raw = default_run_config()
     saved = json.loads(path.read_text())["run_config"]
     raw.update({k: v for k, v in saved.items() if k in raw})

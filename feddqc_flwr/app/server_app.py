@@ -30,9 +30,9 @@ from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
 from feddqc_flwr.app.strategies.hierarchy_report import hierarchy_report
 from feddqc_flwr.app.strategies.privacy import privacy_report, with_privacy
+from feddqc_flwr.app.user_errors import show_user_errors_in_one_line
 from feddqc_flwr.data.client_data import split_source
-from feddqc_flwr.evaluation import evaluate_rows
-from feddqc_flwr.evaluation.suite import RowValues
+from feddqc_flwr.evaluation import RowValues, evaluate_rows
 from feddqc_flwr.evaluation.choices import closed_answer_set
 from feddqc_flwr.llm.model import ModelBundle, adapter_arrays, set_adapter_arrays
 from feddqc_flwr.llm.openai_endpoint import ChatEndpoint
@@ -154,9 +154,19 @@ def run_lineage(cfg: RunConfig, run_name: str, run_id: int, checkpoint: Checkpoi
     return RunLineage(f"{run_name}-{secrets.token_hex(4)}", cfg.output_dir, ((run_id, first_round),))
 
 
+def final_adapter(aggregated: ArrayRecord, initial: ArrayRecord) -> ArrayRecord:
+    """The adapter the run saves as final. Flower's `Result.arrays` is an empty record, not None, when
+    no round aggregated (every reply failed, or too few came): the run keeps the adapter it started from."""
+    return aggregated if len(aggregated) else initial
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run FedDQC (or plain FedAvg with method=fedavg) for num-server-rounds."""
+    """Run FedDQC (or plain FedAvg with method=fedavg) for num-server-rounds.
+
+    A UserError (bad key, missing data file or model) ends the run as failed, shown in one line
+    (`app.user_errors`, which also says why `flwr run` still exits 0)."""
+    show_user_errors_in_one_line()
     cfg = parse_run_config(context.run_config)
     apply_console_mode(cfg.console)
     torch.manual_seed(cfg.seed)
@@ -187,7 +197,7 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=ConfigRecord(),
             evaluate_fn=round_end,
         )
-        set_adapter_arrays(bundle.model, result.arrays if result.arrays is not None else initial_arrays)
+        set_adapter_arrays(bundle.model, final_adapter(result.arrays, initial_arrays))
         final_dir = recorder.adapter_dir("final")
         bundle.model.save_pretrained(final_dir)
         last_train = strategy.rounds[cfg.num_server_rounds].train if strategy.rounds else {}

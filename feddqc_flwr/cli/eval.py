@@ -21,6 +21,7 @@ from feddqc_flwr.app.model_spec import server_spec_from_config
 from feddqc_flwr.app.results import saved_run_config
 from feddqc_flwr.app.server_app import evaluate_splits, server_eval_sets
 from feddqc_flwr.cli.table import show_table
+from feddqc_flwr.errors import MissingArtifactError
 from feddqc_flwr.llm.model import load_model_bundle, set_adapter_arrays
 
 
@@ -35,14 +36,11 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     """Load base model + adapter, evaluate one split, print the table, write eval-<split>.json."""
     run_dir, adapter_dir = locate(Path(args.target), args.adapter)
     if not (adapter_dir / "adapter_model.safetensors").is_file():
-        raise SystemExit(f"no adapter in {adapter_dir}")
+        raise MissingArtifactError(f"no adapter in {adapter_dir} (no adapter_model.safetensors)")
     overrides = {key: value for key, value in (("eval-metrics", args.metrics), ("judge-url", args.judge_url),
                                                ("judge-model", args.judge_model),
                                                ("eval-max-new-tokens", args.max_new_tokens)) if value is not None}
-    try:
-        cfg = saved_run_config(run_dir, overrides)
-    except FileNotFoundError as err:
-        raise SystemExit(str(err)) from None
+    cfg = saved_run_config(run_dir, overrides)
     sets, closed_set = server_eval_sets(cfg)
     bundle = load_model_bundle(server_spec_from_config(cfg))  # as the server evaluated
     set_adapter_arrays(bundle.model, ArrayRecord(load_file(adapter_dir / "adapter_model.safetensors")))

@@ -10,9 +10,11 @@ from feddqc_flwr.cli.bench import add_bench_commands
 from feddqc_flwr.cli.data import add_data_commands
 from feddqc_flwr.cli.eval import add_eval_command
 from feddqc_flwr.cli.experiment import add_experiment_command
+from feddqc_flwr.cli.inspect import add_inspect_command
 from feddqc_flwr.cli.instructmining import add_instructmining_commands
 from feddqc_flwr.cli.report import add_report_command
 from feddqc_flwr.cli.score import add_score_command
+from feddqc_flwr.errors import UserError, one_line
 from feddqc_flwr.llm.model import BUNDLED_MODELS, resolve_model_path
 
 
@@ -35,14 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_commands(sub)
     add_experiment_command(sub)
     add_report_command(sub)
+    add_inspect_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command. Bad input (arguments, a missing file, a bad run-config value, a model
+    not installed) exits with status 2 and one line, as argparse does for bad arguments."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.command_line = "feddqc " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (UserError, FileNotFoundError) as err:
+        parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner, Partitioner
 
 from feddqc_flwr.data.spec import DataSpec
+from feddqc_flwr.errors import UserError
 
 SCHEMES = ("iid", "dirichlet", "natural", "quality")
 _FOLD_COLUMN = "natural_partition"
 
 
-class PartitionError(ValueError):
+class PartitionError(UserError, ValueError):
     """A partitioning request the data cannot satisfy; the message names the run-config key."""
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from feddqc_flwr.data.schema import BAD_CSV_LINE, BAD_ENCODING, BAD_JSON
+from feddqc_flwr.errors import UserError
 
 CLIENT_KEY = "__client__"  # set on records read from a {client_id: [rows]} JSON file
 EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet")
 
 
-class DataLoadError(RuntimeError):
+class DataLoadError(UserError, RuntimeError):
     """A data source that cannot be used at all; the app stops at start with this message."""
 
 

@@ -11,9 +11,9 @@ How they are compared:
   ignored ("9" = "9 apples" = "There are 9 apples."); "1,000" = "1000", "3.0" = "3", "1/2" =
   "0.5"; times and ratios ("3:30", "2:3") are one number compared part by part. Number words
   ("nine") are not read.
-- text: otherwise the first non-empty line of the prediction, normalised as SQuAD does (lower
-  case, punctuation and symbols removed, the articles a/an/the dropped, single spaces), must
-  equal the normalised reference.
+- text: otherwise the first non-empty line of the prediction, normalised as SQuAD's evaluation
+  script does (lower case, punctuation and symbols deleted, so "A-ha" is "aha", the articles
+  a/an/the dropped, single spaces), must equal the normalised reference.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def numbers(text: str) -> list[Number]:
 
 
 def normalise_text(text: str) -> str:
-    """SQuAD's answer normalisation: lower case, no punctuation or symbols, no articles, single spaces."""
-    kept = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text.lower())
+    """SQuAD's answer normalisation: lower case, punctuation and symbols deleted, no articles, single spaces."""
+    kept = "".join(ch for ch in text.lower() if unicodedata.category(ch)[0] not in "PS")
     return " ".join(_ARTICLES.sub(" ", kept).split())
 
 

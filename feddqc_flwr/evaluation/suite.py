@@ -71,8 +71,7 @@ def evaluate_rows(bundle: ModelBundle, rows: Sequence[Mapping[str, Any]], metric
             values, per_row["exact-match"] = exact_match(answers, rows)
             out.update(values)
         if "similarity" in metrics:
-            out["similarity"], similarities = answer_similarity(answers, [str(r["response"]) for r in rows])
-            per_row["similarity"] = list(similarities)
+            out["similarity"], per_row["similarity"] = answer_similarity(answers, [str(r["response"]) for r in rows])
         if "judge" in metrics and judge is not None:
             values, per_row["judge-win-rate"] = judge_win_rate(judge, rows, answers)
             out.update(values)

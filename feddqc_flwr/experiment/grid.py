@@ -1,7 +1,8 @@
 """Run every cell of an experiment once, resuming after an interruption.
 
 A finished cell leaves cells/<arm>/<params>/seed<k>/cell.json with its final server metrics (and
-its test rows' own values, `test_rows`); a rerun skips those and (re)runs the others, so a killed grid loses at most the cell in flight.
+its test rows' own values, `test_rows`); a rerun skips those and (re)runs the others, so a killed
+grid loses at most the cell in flight.
 """
 
 from __future__ import annotations

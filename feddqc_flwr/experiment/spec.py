@@ -33,11 +33,12 @@ import yaml
 
 from feddqc_flwr.app.config import ConfigError, check_training_device, parse_run_config
 from feddqc_flwr.app.run_defaults import default_run_config
+from feddqc_flwr.errors import UserError
 
 Value = str | int | float | bool
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError, ValueError):
     """An experiment file the harness cannot run."""
 
 

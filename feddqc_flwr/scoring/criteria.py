@@ -7,13 +7,9 @@ each one's blind spot, and both come from the same two forward passes.
 
 Every scorer has criteria: a one-score scorer has one (its own name); a `CriteriaScorer` has
 several, each with its own keep-score column (higher = better), its own global histogram and its
-own global threshold. The hierarchy orders the rows that pass by the FIRST criterion (alignment,
-the paper's easy-to-hard order).
-
-`joint_keep_score` is the one number per row that ranks rows the way the joint filter does:
-the lowest of the row's ranks in each criterion (1 = best). Keeping the rows whose every
-criterion is in its own top share `s` is keeping the rows whose rank-min is >= 1 - s, so the
-AUROC and kept share of the rank-min score measure the joint filter over all `s`.
+own global threshold. A scorer's single keep-score (for `feddqc score`, the benchmark, and the
+hierarchy's easy-to-hard order inside a client) is the rank-min over its criteria
+(`selection.joint_rank`): high only when every criterion is high.
 """
 
 from __future__ import annotations
@@ -21,33 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 from feddqc_flwr.scoring.base import Row, Scorer, ScoringContext
 from feddqc_flwr.scoring.likelihood import IRAScorer, LossScorer, PassScorer
 from feddqc_flwr.scoring.passes import LikelihoodPasses, likelihood_passes
-
-
-def pool_ranks(scores: np.ndarray) -> np.ndarray:
-    """Ranks in [0, 1] among the finite scores (ties share their mean rank, 1 = best); NaN stays NaN."""
-    out = np.full(len(scores), np.nan)
-    finite = np.isfinite(scores)
-    n = int(finite.sum())
-    if n:
-        out[finite] = (rankdata(scores[finite], method="average") - 1.0) / max(1, n - 1)
-    return out
-
-
-def joint_keep_score(columns: np.ndarray) -> np.ndarray:
-    """Rank-min over criteria of an (n, C) keep-score matrix: high only when every criterion is high.
-
-    One criterion: its keep-scores unchanged (no ranking needed). NaN in any criterion -> NaN.
-    """
-    columns = np.asarray(columns, dtype=np.float64)
-    if columns.shape[1] == 1:
-        return columns[:, 0]
-    ranks = np.stack([pool_ranks(columns[:, c]) for c in range(columns.shape[1])], axis=1)
-    return ranks.min(axis=1)
+from feddqc_flwr.selection.joint_rank import joint_keep_score
 
 
 class CriteriaScorer(PassScorer):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from feddqc_flwr.scoring.criteria import pool_ranks
 from feddqc_flwr.scoring.likelihood import PassScorer
 from feddqc_flwr.scoring.passes import LikelihoodPasses
+from feddqc_flwr.selection.joint_rank import pool_ranks
 
 
 class RankMean(PassScorer):

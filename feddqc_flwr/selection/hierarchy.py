@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from feddqc_flwr.selection.joint_rank import joint_keep_score
+
 
 def hierarchy_of_round(server_round: int, num_rounds: int, hierarchies: int) -> int:
     """Stage (1..K) of a 1-indexed round; stages are as equal as the rounds allow."""
@@ -56,8 +58,9 @@ def select_stage(ids: list[int], scores: np.ndarray, thresholds: np.ndarray, sta
     """Filter by every criterion's threshold, order the rest, train on the first of K-k+1 parts.
 
     `scores` is (n, C): one keep-score column per criterion, `thresholds` one lambda per column;
-    a row is kept only when it passes them all. `descending` is FedDQC (easy to hard by the
-    first criterion), `ascending` hard to easy, `random` a seeded shuffle; `none` (no hierarchy)
+    a row is kept only when it passes them all. `descending` is FedDQC (easy to hard: by the score,
+    or with several criteria by the rank-min among the kept rows, so rows good by every criterion
+    come first), `ascending` hard to easy, `random` a seeded shuffle; `none` (no hierarchy)
     is a shuffle too, run with K = 1. Ties break by id. Rows with a NaN score (nothing left to
     score after truncation) are dropped.
     """
@@ -68,7 +71,7 @@ def select_stage(ids: list[int], scores: np.ndarray, thresholds: np.ndarray, sta
     ids_arr = np.asarray(ids, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64).reshape(len(ids_arr), -1)
     keep = passes_all(scores, thresholds)
-    kept_ids, kept_scores = ids_arr[keep], scores[keep, 0]
+    kept_ids, kept_scores = ids_arr[keep], joint_keep_score(scores[keep])
     if order in ("random", "none"):
         ranked = np.random.default_rng(seed).permutation(np.sort(kept_ids))
     else:

@@ -18,7 +18,7 @@ def _as_scores(keep_scores: Sequence[float] | np.ndarray) -> np.ndarray:
     return np.where(np.isnan(scores), -np.inf, scores)
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
+def average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, tied values sharing the mean of their ranks."""
     order = np.argsort(values, kind="stable")
     ranks = np.empty(len(values))
@@ -37,7 +37,7 @@ def auroc(keep_scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | 
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    u = _average_ranks(scores)[pos].sum() - n_pos * (n_pos + 1) / 2.0
+    u = average_ranks(scores)[pos].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
 
 

@@ -2,9 +2,10 @@
 
 Uses the transformers Trainer with a fresh optimizer each round (as OpenFedLLM and FlowerTune
 do), a constant learning rate set by the server for the round, and completion-only loss:
-prompt tokens carry label -100, so only the response (and EOS) is learned. FedProx adds its
-proximal term to the loss here, because Flower's FedProx only sends `proximal-mu`; the round
-reports the data loss and the penalty apart.
+prompt tokens carry label -100, so only the response (and EOS) is learned. Every optimizer
+step sees `batch_size` x `grad_accum` rows (`round_order`), however few rows a hierarchy's stage
+holds. FedProx adds its proximal term to the loss here, because Flower's FedProx only sends
+`proximal-mu`; the round reports the data loss and the penalty apart.
 
 Precision follows the base model's dtype (`dtype`; `auto` = bf16 where the GPU or CPU has it
 natively): a bf16 or fp16 base trains under the Trainer's mixed precision, with autocast applied
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from torch.utils.data import SequentialSampler
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
@@ -55,6 +57,8 @@ class LocalTrainResult:
     steps: int
     prox: float = 0.0
     step_losses: tuple[float, ...] = ()  # data loss of each optimizer step
+    micro_batches: int = 0  # forward+backward passes: steps x grad-accum when accumulation happened
+    rows: int = 0  # rows those passes trained on (repeats counted)
 
     @property
     def finite(self) -> bool:
@@ -92,6 +96,8 @@ class ProximalTrainer(Trainer):
         self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         self._data_by_step: dict[int, torch.Tensor] = {}  # summed over micro-batches: per-step values add up
         self._prox_total: torch.Tensor | float = 0.0
+        self.micro_batches = 0  # what the Trainer really ran, for the round's metrics
+        self.rows = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         with self.accelerator.autocast():  # bf16/fp16 matrix products under mixed precision; NLL in fp32
@@ -107,11 +113,18 @@ class ProximalTrainer(Trainer):
                            for n, p in model.named_parameters() if n in self.anchor)
             prox = 0.5 * self.proximal_mu * distance / micro
         if model.training:
+            self.micro_batches += 1
+            self.rows += int(inputs["input_ids"].shape[0])
             step = self.state.global_step
             self._data_by_step[step] = self._data_by_step.get(step, 0.0) + loss.detach().float()
             self._prox_total = self._prox_total + prox.detach().float()
         loss = loss + prox
         return (loss, None) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> SequentialSampler:
+        """The rows in the order `round_order` laid out (already shuffled): step k trains rows k·n..(k+1)·n-1
+        for n = batch x accumulation, so a round's first steps do not depend on how many follow."""
+        return SequentialSampler(self.train_dataset if train_dataset is None else train_dataset)
 
     def step_losses(self) -> list[float]:
         """The data loss of each optimizer step taken."""
@@ -129,6 +142,20 @@ def encode_for_training(rows: Sequence[Mapping[str, Any]], tokenizer: PreTrained
     start = start_token_id(tokenizer)
     encoded = [encode_pair(row, tokenizer, template, max_length).conditioned(start) for row in rows]
     return Dataset.from_dict({"input_ids": [e[0] for e in encoded], "labels": [e[1] for e in encoded]})
+
+
+def round_order(num_rows: int, count: int, seed: int) -> list[int]:
+    """`count` row indices for one round: a seeded permutation of the rows, repeated and cut to length.
+
+    The Trainer accumulates gradients within an epoch only: fed the stage's rows as they are, an
+    epoch of fewer than `batch_size` x `grad_accum` rows ends every optimizer step early (one
+    micro-batch per step when the stage holds a batch or less), and an uneven epoch shortens its
+    last step. One epoch of exactly `steps` x `batch_size` x `grad_accum` rows, taken in this order
+    (`ProximalTrainer` samples sequentially), gives every step its full batch; each row is used as
+    often as any other, give or take one, and no row twice in a step while the stage has enough.
+    """
+    permutation = torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
+    return permutation.repeat(-(-count // num_rows))[:count].tolist()
 
 
 def training_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -151,8 +178,10 @@ def training_dtype(model: torch.nn.Module) -> torch.dtype:
 
 def train_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                   rows: Sequence[Mapping[str, Any]], cfg: LocalTrainConfig) -> LocalTrainResult:
-    """Run `cfg.steps` optimizer steps on `rows` (cycled, shuffled by `cfg.seed`)."""
-    dataset = encode_for_training(rows, tokenizer, cfg.template, cfg.max_length)
+    """Run `cfg.steps` optimizer steps of `cfg.batch_size` x `cfg.grad_accum` rows each on `rows`
+    (cycled, shuffled by `cfg.seed`)."""
+    order = round_order(len(rows), cfg.steps * cfg.batch_size * cfg.grad_accum, cfg.seed)
+    dataset = encode_for_training(rows, tokenizer, cfg.template, cfg.max_length).select(order)
     use_cuda = torch.cuda.is_available()
     dtype = training_dtype(model)
     with tempfile.TemporaryDirectory(prefix="feddqc-trainer-") as tmp:
@@ -169,7 +198,6 @@ def train_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
             save_strategy="no",
             report_to=[],
             seed=cfg.seed,
-            data_seed=cfg.seed,
             remove_unused_columns=False,
             dataloader_num_workers=0,
             disable_tqdm=True,
@@ -189,4 +217,5 @@ def train_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
     # Not `output.training_loss`: it includes the penalty and silently skips NaN/inf steps.
     loss, prox = trainer.mean_losses()
     return LocalTrainResult(loss=loss, steps=int(output.global_step), prox=prox,
-                            step_losses=tuple(trainer.step_losses()))
+                            step_losses=tuple(trainer.step_losses()), micro_batches=trainer.micro_batches,
+                            rows=trainer.rows)

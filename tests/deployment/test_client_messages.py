@@ -43,7 +43,7 @@ def client(tiny_model_dir: Path) -> tuple[Context, ArrayRecord]:
 
 def _train(context: Context, arrays: ArrayRecord, lr: float, rescore: bool = True) -> Message:
     # rescore: round 1 starts hierarchy 1 (a client that has not scored yet scores inside train)
-    config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": rescore, "lr": lr, "lambda": -1e9})
+    config = ConfigRecord({"server-round": 1, "hierarchy": 1, "rescore": rescore, "lr": lr, "lambda": [-1e9, -1e9]})
     return deliver(context, "train", RecordDict({"arrays": arrays, "config": config}))
 
 

@@ -73,21 +73,22 @@ def test_checkpoint_round_trip_restores_adapter_lambda_and_fedopt_moments(tmp_pa
     strategy.base.v_t = {k: np.full_like(a.numpy(), 0.25) for k, a in arrays.items()}
     recorder = RunRecorder(cfg, tmp_path)
     for done in (1, 2):  # the second save replaces the first
-        recorder.save_checkpoint(bundle.model, checkpoint_state(cfg, done, 0.125), strategy.optimizer_state())
+        state = checkpoint_state(cfg, done, {"ira-sum": 0.125, "loss": -2.5})
+        recorder.save_checkpoint(bundle.model, state, strategy.optimizer_state())
     assert not any(p.name.startswith("last.") for p in (recorder.run_dir / "adapters").iterdir())
 
     resumed_cfg = make_config(**{**{k.replace("-", "_"): v for k, v in cfg.as_dict().items()},
                                  "resume_from": str(recorder.run_dir)})
     checkpoint = load_checkpoint(resumed_cfg)
-    assert checkpoint.completed_round == 2 and checkpoint.threshold == 0.125
+    assert checkpoint.completed_round == 2 and checkpoint.thresholds == {"ira-sum": 0.125, "loss": -2.5}
     for key, value in arrays.items():
         np.testing.assert_array_equal(checkpoint.arrays[key].numpy(), value.numpy())
     fresh = FedDQCStrategy(build_base_strategy(resumed_cfg), resumed_cfg)
     fresh.load_optimizer_state(checkpoint.optimizer)
-    fresh.resume(checkpoint.completed_round, checkpoint.threshold)
+    fresh.resume(checkpoint.completed_round, checkpoint.thresholds)
     assert set(fresh.base.m_t) == set(arrays) and all(np.all(v == 0.25) for v in fresh.base.v_t.values())
     message = list(fresh.configure_train(1, arrays, ConfigRecord(), OfflineGrid([1, 2])))[0]
-    assert message.content["config"]["server-round"] == 3 and message.content["config"]["lambda"] == 0.125
+    assert message.content["config"]["server-round"] == 3 and list(message.content["config"]["lambda"]) == [0.125, -2.5]
 
     with pytest.raises(ConfigError, match="'resume-from'.*other data, selection or training settings.*"
                                           "'num-server-rounds' = 6 \\(checkpoint: 4\\)"):

@@ -18,6 +18,9 @@ def test_defaults_evaluate_loss_only() -> None:
     ({"eval_metrics": "loss,bleu"}, "'eval-metrics' = 'bleu': allowed values are loss, choice, generation"),
     ({"eval_metrics": " , "}, "'eval-metrics' is empty"),
     ({"eval_max_new_tokens": 0}, "'eval-max-new-tokens' = 0: must be >= 1"),
+    ({"eval_metrics": "loss,align"}, "'eval-metrics' = 'align': allowed values are loss, choice, generation, "
+                                     "similarity, judge, alignment, exact-match"),
+    ({"eval_align_candidates": 1}, "'eval-align-candidates' = 1: must be >= 2"),
     ({"eval_metrics": "judge"}, "set 'judge-url'"),
     ({"eval_metrics": "loss,judge", "judge_url": "http://localhost:8000/v1"}, "and 'judge-model'"),
 ])
@@ -30,3 +33,9 @@ def test_bad_evaluation_values_name_the_key(overrides: dict, message: str) -> No
 def test_judge_with_url_and_model_is_valid() -> None:
     cfg = make_config(eval_metrics="judge", judge_url="http://localhost:8000/v1", judge_model="qwen")
     assert cfg.eval_metric_names == ("judge",)
+
+
+def test_alignment_and_exact_match_are_metric_names() -> None:
+    cfg = make_config(eval_metrics="alignment, exact-match", eval_align_candidates=2)
+    assert cfg.eval_metric_names == ("alignment", "exact-match") and cfg.eval_align_candidates == 2
+    assert make_config().eval_align_candidates == 10

@@ -51,8 +51,9 @@ def unigram(tiny_bundle: ModelBundle) -> ModelBundle:
 
 def test_every_metric_on_a_unigram_model_with_known_answers(unigram: ModelBundle) -> None:
     """With Z = (V - 3) + e^8 + e^9 + e^4, a token's NLL is ln Z - logit:
-    - loss (float32 logits: to 1e-5): only the two 'yes' responses hold a boosted token (yes, EOS: mean ln Z - 4); the other
-      four responses have NLL ln Z at every token, so the mean over 6 rows is ln Z - 8/6;
+    - loss: only the two 'yes' responses hold a boosted token (yes, EOS: mean ln Z - 4); the other
+      four responses have NLL ln Z at every token, so the mean over 6 rows is ln Z - 8/6 (to 1e-5:
+      the model sums 49,152 float32 exponentials);
     - choice: option 'B. Inhibition of proteasome' + EOS (9 tokens, 'B' boosted) has the lowest
       mean NLL, ln Z - 4/9, so the MedQA row picks B (gold E: wrong); the PubMedQA rows pick 'yes'
       (ln Z - 4), right for the two gold 'yes' rows: 2 of 5;

@@ -1,6 +1,8 @@
 """`feddqc bench selection`: its metrics against scikit-learn's AUROC and a hand-sorted kept half
 on the scorers' own scores (on the copy model of conftest.py, whose swapped rows score worse than
-their originals), its pass cache against each scorer's `score()`, and the command end to end."""
+their originals), its pass cache against each scorer's `score()`, the per-type means and worst type
+against a hand computation, and the command end to end on a model and data where the response loss
+must separate every corrupted row (a strong copy model, one-word answers found in the prompt)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from feddqc_flwr.bench.selection import PassCache, keep_scores, score_cells, summarize
 from feddqc_flwr.cli.bench import add_bench_commands, selection_scorers
 from feddqc_flwr.data.corruption import corrupt_rows
+from feddqc_flwr.llm.prompts import encode_pair
 from feddqc_flwr.scoring.registry import get_scorer
 from tests.scoring.common import make_ctx
 
@@ -79,3 +84,134 @@ def test_bench_selection_command_writes_json_and_heatmap(tiny_model_dir: Path, t
     assert result["paper_table6_kept_clean_swap"]["ira"] == pytest.approx(0.9345)
     assert result["machine"]["cpu_count"] >= 1 and all(c["bad"] == 8 for c in result["cells"])
     assert plot.stat().st_size > 10_000
+
+
+def _cell(state: str, dataset: str, kind: str, scorer: str, seed: int, auroc: float, kept: float) -> dict:
+    return {"model_state": state, "dataset": dataset, "corruption": kind, "scorer": scorer, "seed": seed,
+            "auroc": auroc, "kept_clean": kept}
+
+
+# (dataset, corruption): (AUROC per seed, kept-clean share per seed) of scorer s1, base model
+S1 = {("A", "swap"): ((0.6, 0.8), (0.5, 0.7)), ("A", "cut"): ((0.9, 0.9), (0.9, 0.9)),
+      ("A", "mixture"): ((0.8, 0.8), (0.8, 0.8)), ("B", "swap"): ((0.7, 0.7), (0.8, 0.8)),
+      ("B", "cut"): ((1.0, 0.8), (0.4, 0.4)), ("B", "mixture"): ((0.9, 0.7), (0.7, 0.7)),
+      ("P", "swap"): ((1.0, 1.0), (1.0, 1.0)), ("P", "cut"): ((0.1, 0.1), (0.2, 0.2)),
+      ("P", "mixture"): ((0.5, 0.5), (0.6, 0.6))}
+
+
+def _grid(adapter: bool) -> list[dict]:
+    cells = [_cell("base", d, k, "s1", seed, a[seed], kc[seed]) for (d, k), (a, kc) in S1.items() for seed in (0, 1)]
+    cells += [_cell("base", d, k, "s2", seed, 0.75 if d != "P" else 0.5, 0.65 if d != "P" else 0.5)
+              for d, k in S1 for seed in (0, 1)]
+    if adapter:  # one type only; s1 collapses there
+        cells += [_cell("adapter-1-steps", d, "swap", s, seed, 0.5, 0.3 if s == "s1" else 0.6)
+                  for d in ("A", "B") for s in ("s1", "s2") for seed in (0, 1)]
+    return cells
+
+
+def test_worst_type_against_a_hand_computation() -> None:
+    summary = summarize(_grid(adapter=False), separate=("P",))
+    s1 = summary["overall"]["base"]["s1"]
+    # main sets A, B: per type the mean over A and B of the seed means
+    # AUROC swap (0.7 + 0.7) / 2 = 0.7, cut (0.9 + 0.9) / 2 = 0.9, mixture (0.8 + 0.8) / 2 = 0.8
+    # kept  swap (0.6 + 0.8) / 2 = 0.7, cut (0.9 + 0.4) / 2 = 0.65, mixture (0.8 + 0.7) / 2 = 0.75
+    main = s1["main"]
+    assert main["datasets"] == ["A", "B"] and main["cells"] == 6
+    assert main["by_type"]["swap"]["auroc"] == pytest.approx(0.7)
+    assert main["by_type"]["cut"]["kept_clean"] == pytest.approx(0.65)
+    assert (main["worst_auroc"], main["worst_auroc_type"]) == (pytest.approx(0.7), "swap")
+    assert (main["worst_kept_clean"], main["worst_kept_clean_type"]) == (pytest.approx(0.65), "cut")
+    assert main["mean_auroc"] == pytest.approx(0.8) and main["mean_kept_clean"] == pytest.approx(0.7)
+    # P alone: cut 0.1 / 0.2 is its worst; with P the worst AUROC type is cut: (0.9 + 0.9 + 0.1) / 3
+    assert s1["separate"]["P"]["worst_auroc"] == pytest.approx(0.1)
+    assert s1["separate"]["P"]["worst_kept_clean_type"] == "cut"
+    assert (s1["all"]["worst_auroc"], s1["all"]["worst_auroc_type"]) == (pytest.approx(1.9 / 3), "cut")
+    assert s1["all"]["mean_auroc"] == pytest.approx(6.4 / 9)
+    # per-cell seed statistics
+    cell = next(e for e in summary["per_cell"] if (e["scorer"], e["dataset"], e["corruption"]) == ("s1", "A", "swap"))
+    assert cell["auroc_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    # s1 and s2 tie on the worst kept-clean share (0.65); s1 has the higher mean (0.70 vs 0.65)
+    assert [r["scorer"] for r in summary["ranking"]] == ["s1", "s2"]
+    assert summary["ranking"][1]["worst_kept_clean"] == pytest.approx(0.65)
+
+
+def test_ranking_takes_the_lower_of_the_model_states() -> None:
+    summary = summarize(_grid(adapter=True), separate=("P",))
+    adapter = summary["overall"]["adapter-1-steps"]["s1"]["main"]
+    assert adapter["worst_kept_clean"] == pytest.approx(0.3) and adapter["datasets"] == ["A", "B"]
+    ranking = {r["scorer"]: r for r in summary["ranking"]}
+    assert [r["scorer"] for r in summary["ranking"]] == ["s2", "s1"]
+    assert ranking["s1"]["worst_kept_clean"] == pytest.approx(0.3) and ranking["s1"]["model_states"] == 2
+    assert ranking["s2"]["mean_kept_clean"] == pytest.approx((0.65 + 0.6) / 2)
+
+
+@pytest.fixture(scope="module")
+def strong_copy_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """conftest.py's copy model with a copy strength of 100 instead of 8, saved like a hub model.
+
+    Attention is uniform over the past and adds 100 x the mean context embedding to the residual,
+    so with the tied head a token's logit grows by about 100 |e|^2 / T = 3200 / T per occurrence in
+    the T-token context (about 70 nats here), far above the spread of the logits the random
+    embeddings give (a few nats). A one-word response that appears in its prompt (clean) is then
+    far likelier than one that does not (swapped, or typos and junk tokens: noisy)."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    d = 32
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=d, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    with torch.no_grad():
+        emb = torch.randn(len(tok), d, generator=torch.Generator().manual_seed(0))
+        model.model.embed_tokens.weight.copy_(emb / emb.norm(dim=1, keepdim=True) * d**0.5)
+        attn.q_proj.weight.zero_()
+        attn.k_proj.weight.zero_()
+        attn.v_proj.weight.copy_(100 * torch.eye(d))
+        attn.o_proj.weight.copy_(torch.eye(d))
+        mlp.down_proj.weight.zero_()
+    out = tmp_path_factory.mktemp("strong-copy")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_bench_selection_command_finds_the_known_answer(strong_copy_dir: Path, tmp_path: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(strong_copy_dir)
+    rows = [{"instruction": "Repeat the input.", "input": w, "response": w} for w in WORDS * 2]
+    tokens = [set(encode_pair(r, tok, "alpaca", 64).response_ids[:-1]) for r in rows[: len(WORDS)]]
+    for i, row in enumerate(rows[: len(WORDS)]):  # each word's tokens are in its own prompt and no other word's
+        assert tokens[i] <= set(encode_pair(row, tok, "alpaca", 64).prompt_ids)
+        assert not any(tokens[i] & t for j, t in enumerate(tokens) if j != i)
+    main, pubmed = tmp_path / "main.jsonl", tmp_path / "flips.jsonl"
+    for path in (main, pubmed):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parser = argparse.ArgumentParser()
+    add_bench_commands(parser.add_subparsers(dest="command"))
+    out, plot = tmp_path / "selection.json", tmp_path / "selection.png"
+    args = parser.parse_args(["bench", "selection", "--model", str(strong_copy_dir), "--datasets", f"{main},{pubmed}",
+                              "--separate-datasets", str(pubmed), "--corruptions", "swap,noisy", "--seeds", "0,1",
+                              "--rows", "16", "--max-length", "64", "--adapter-steps", "1", "--adapter-lr", "0",
+                              "--out", str(out), "--plot", str(plot)])
+    args.command_line = "test"
+    args.func(args)
+    result = json.loads(out.read_text())
+    loss = [c for c in result["cells"] if c["scorer"] == "loss"]
+    assert len(loss) == 2 * 2 * 2 * 2  # datasets x corruptions x seeds x (base, adapter)
+    assert all(c["auroc"] == 1.0 and c["kept_clean"] == 1.0 and c["bad"] == 8 for c in loss)
+    random = [c["auroc"] for c in result["cells"] if c["scorer"] == "random"]
+    assert min(random) < 1.0
+    for state in ("base", "adapter-1-steps"):  # lr 0: the adapter is the base model
+        entry = result["overall"][state]["loss"]
+        assert entry["main"]["datasets"] == [str(main)] and entry["main"]["worst_auroc"] == 1.0
+        assert list(entry["separate"]) == [str(pubmed)] and entry["all"]["worst_kept_clean"] == 1.0
+        assert entry["main"]["worst_kept_clean"] == 1.0 and set(entry["main"]["by_type"]) == {"swap", "noisy"}
+    base = {(c["dataset"], c["corruption"], c["seed"], c["scorer"]): c for c in result["cells"]
+            if c["model_state"] == "base"}
+    for c in result["cells"]:
+        if c["model_state"] != "base":
+            assert c["auroc"] == pytest.approx(base[(c["dataset"], c["corruption"], c["seed"], c["scorer"])]["auroc"])
+    ranking = result["ranking"]
+    assert ranking[0]["worst_kept_clean"] == 1.0 and "loss" in {r["scorer"] for r in ranking if
+                                                             r["worst_kept_clean"] == 1.0}
+    assert ranking[-1]["worst_kept_clean"] < 1.0 and result["score_dtype"] == "torch.float32"
+    assert plot.with_name("selection-worst-type.png").stat().st_size > 10_000

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from feddqc_flwr.app.config import ConfigError
+from feddqc_flwr.llm.encoder import embed
 from feddqc_flwr.llm.openai_endpoint import EndpointError
 from feddqc_flwr.scoring.ds2 import DS2Scorer
+from feddqc_flwr.scoring.ds2 import scorer as ds2_scorer
 from feddqc_flwr.scoring.ds2.curation import curate, long_tail_scores
 from feddqc_flwr.scoring.ds2.hoc import TransitionEstimate, estimate_transition
 from feddqc_flwr.scoring.ds2.rating import EndpointRater, compress, parse_overall, rate
@@ -80,10 +83,15 @@ def test_neighbour_search_skips_self_and_exact_duplicates() -> None:
 
 
 def test_long_tail_score_is_ds2s_sigmoid_of_mean_distance() -> None:
-    x, _ = clustered(seed=2, n_clusters=3, per=5)
-    _, dist = nearest_neighbours(x, 9)
-    expected = 2 / (1 + np.exp(-dist.sum(axis=1) / 10)) - 1  # self (distance 0) counts in the mean of 10
-    np.testing.assert_allclose(long_tail_scores(x), expected)
+    """2/(1 + e^-m) - 1 = tanh(m/2), m = mean cosine distance to the 9 nearest others and the
+    sample itself (distance 0), i.e. their sum / 10 when there are 9 others, else / (others + 1).
+    Orthonormal points are all at distance 1 from each other: 12 of them give m = 9/10; 4 give
+    m = 3/4. With e0, e1, e2 and a copy of e0: e0 (and its copy) see e1, e2 only, m = 2/3; e1 sees
+    e0, its copy and e2, m = 3/4."""
+    np.testing.assert_allclose(long_tail_scores(np.eye(12, dtype=np.float32)), np.tanh(0.45), rtol=1e-6)
+    np.testing.assert_allclose(long_tail_scores(np.eye(4, dtype=np.float32)), np.tanh(3 / 8), rtol=1e-6)
+    with_copy = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    np.testing.assert_allclose(long_tail_scores(with_copy), np.tanh([1 / 3, 3 / 8, 3 / 8, 1 / 3]), rtol=1e-6)
 
 
 def test_parse_takes_the_last_json_rating_and_compress_gives_six_classes() -> None:
@@ -122,28 +130,72 @@ def test_parse_failures_are_retried_then_counted() -> None:
     np.testing.assert_array_equal(ratings.classes, [5, 5, 0, 5, 2])
 
 
-def test_ds2_scorer_keep_score_is_curated_class_then_diversity(bundle) -> None:
-    answers = {"Paris.": 9, "five.": 8, "mat.": 4, "primary": 7, "Hi!": 2}
+# Two clusters on the unit sphere with exact distances (dimension 48, e_j the unit vectors):
+# member i of cluster A (B) is cos(EPS) e0 (e1) + sin(EPS) e_(2+i); the outlier P of cluster A is
+# cos(DELTA) e0 + sin(DELTA) e42. Cosine distances: within a cluster sin^2 EPS (0.087), member to P
+# 1 - cos EPS cos DELTA (0.212), across clusters 1. Each member's 9 nearest are members of its own
+# cluster (19 others; a 90% subsample drops at most 4 of 41 points), and P's 9 nearest are A members.
+EPS, DELTA, PER = 0.3, 0.6, 20
+
+
+def two_clusters() -> tuple[list[dict[str, object]], dict[str, int], np.ndarray]:
+    """Rows 0-19 cluster A rated 9 (class 5), row 20 = P rated 5 (class 1), rows 21-40 cluster B
+    rated 7 (class 3): the rows, the rater's answers by tag, and the embeddings."""
+    emb = np.zeros((2 * PER + 1, 48))
+    for i in range(PER):
+        emb[i, 0], emb[i, 2 + i] = np.cos(EPS), np.sin(EPS)
+        emb[PER + 1 + i, 1], emb[PER + 1 + i, 2 + PER + i] = np.cos(EPS), np.sin(EPS)
+    emb[PER, 0], emb[PER, 42] = np.cos(DELTA), np.sin(DELTA)
+    rows = [{"instruction": f"Sample number {i:02d}.", "input": "", "response": "Some answer.", "history": []}
+            for i in range(2 * PER + 1)]
+    answers = {f"Sample number {i:02d}.": 9 if i < PER else 5 if i == PER else 7 for i in range(2 * PER + 1)}
+    return rows, answers, emb
+
+
+def test_ds2_scorer_fixes_a_planted_misrating_and_adds_the_long_tail_score(bundle, monkeypatch) -> None:
+    """P sits with cluster A (class 5) but is rated 5 (class 1): all 9 of its neighbours vote 5, so
+    it is flagged in every epoch it is sampled, is misrated, and is curated to 5 (confidence
+    ~(s+1)/(s+5) x (s+1)/(s+2) for s ~ 46 samplings, far above 0.5). Every member's neighbourhood
+    agrees with its rating: none is flagged. Keep = curated class + tanh(m/2), m = 9/10 of the
+    distance to the 9 nearest: sin^2 EPS for members, 1 - cos EPS cos DELTA for P. The rows'
+    texts reach the encoder as DS2 renders them (the tag is looked up in '### user: ...')."""
+    rows, answers, emb = two_clusters()
+
+    def fake_embed(texts):
+        return emb[[int(re.fullmatch(r"### user: Sample number (\d+)\.\n### assistant: Some answer\.\n", t)
+                        .group(1)) for t in texts]]
+
+    monkeypatch.setattr(ds2_scorer, "embed", fake_embed)
     rater = ScriptedRater({k: [json.dumps({"Overall rating": v})] for k, v in answers.items()})
     scorer = DS2Scorer(rater=rater)
-    keep = scorer.score(ROWS, make_ctx(bundle))
+    keep = scorer.score(rows, make_ctx(bundle))
+    member, outlier = np.tanh(0.45 * np.sin(EPS) ** 2), np.tanh(0.45 * (1 - np.cos(EPS) * np.cos(DELTA)))
+    expected = np.array([5 + member] * PER + [5 + outlier] + [3 + member] * PER)
+    np.testing.assert_allclose(keep, expected, rtol=1e-6)
     report = scorer.last_report
-    classes = np.floor(keep).astype(int)
-    assert report["rated-histogram"] == [2, 0, 0, 1, 1, 1] and report["parse-failures"] == 0
-    assert report["curated-histogram"] == np.bincount(classes, minlength=K).tolist()
-    assert ((keep - classes) >= 0).all() and ((keep - classes) < 1).all()
-    assert np.array(report["transition-matrix"]).shape == (K, K)
+    assert report["rated-histogram"] == [0, 1, 0, PER, 0, PER] and report["parse-failures"] == 0
+    assert report["curated-histogram"] == [0, 0, 0, PER, 0, PER + 1]
+    assert report["misrated"] == 1 and report["curated"] == 1 and report["rated"] == 2 * PER + 1
+    np.testing.assert_allclose(np.array(report["transition-matrix"]).sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_ds2_is_registered_and_rates_with_the_scoring_model(bundle) -> None:
-    """The tiny random model cannot write JSON: every rating fails after the retries, falls back
-    to class 0, and each row still gets a finite keep-score (its diversity, in [0, 1))."""
+    """The tiny random model cannot write JSON: every rating fails after the retries and falls back
+    to class 0. One class everywhere: no neighbourhood disagrees, nothing is curated, and each
+    keep-score is its long-tail score: tanh(m/2), m = the sum of the cosine distances to the 4
+    other rows / 5, from MiniLM vectors of DS2's rendering ('### user: ...\n### assistant: ...\n')."""
     scorer = get_scorer("ds2")
     assert isinstance(scorer, DS2Scorer)
     local = DS2Scorer(retries=1, max_new_tokens=8)
     keep = local.score(ROWS, make_ctx(bundle))
     assert local.last_report["parse-failures"] == len(ROWS) and local.last_report["retried"] == len(ROWS)
-    assert keep.shape == (len(ROWS),) and np.isfinite(keep).all() and ((keep >= 0) & (keep < 1)).all()
+    assert local.last_report["rated-histogram"] == [len(ROWS), 0, 0, 0, 0, 0] and local.last_report["curated"] == 0
+    texts = ["### user: " + (r["instruction"] if not r["input"] else f"{r['instruction']}\n{r['input']}")
+             + f"\n### assistant: {r['response']}\n" for r in ROWS]
+    e = embed(texts).astype(np.float64)
+    distance = 1 - e @ e.T
+    m = (distance.sum(axis=1) - np.diag(distance)) / len(ROWS)
+    np.testing.assert_allclose(keep, np.tanh(m / 2), rtol=1e-4)
 
 
 def test_ds2_remote_rater_needs_a_model_name() -> None:

@@ -101,13 +101,18 @@ def privacy_report(cfg: RunConfig, strategy: Strategy) -> dict[str, Any]:
         "dp_mode": cfg.dp_mode,
         "histogram_epsilon": cfg.dp_histogram_epsilon or None,  # None: the histogram counts are exact
         "protected": [],
-        "not_protected": ["each client's count of scores and, with noise, its lowest and highest non-empty score bin",
+        "not_protected": [("each client's lowest and highest non-empty score bin per criterion (one outlier row "
+                           "changes them, so the histogram reply as a whole is not epsilon-DP)")
+                          if cfg.dp_histogram_epsilon else "each client's count of scores",
                           "train and evaluate metrics (pool sizes, selection quality, losses; score quantiles "
                           + ("withheld: NaN)" if cfg.dp_histogram_epsilon else "exact)")],
     }
     if cfg.dp_histogram_epsilon:
-        report["protected"].append(f"histogram counts: Laplace noise of scale {1 / cfg.dp_histogram_epsilon:g} "
-                                   "per bin on each client (epsilon per hierarchy start, add/remove one row)")
+        criteria = len(cfg.criteria)
+        report["protected"].append(
+            f"histogram counts and the score reply's row count: Laplace noise of scale "
+            f"{criteria / cfg.dp_histogram_epsilon:g} per bin on each client ({criteria} histogram(s) share epsilon; "
+            "epsilon-DP for adding/removing one row GIVEN the released bin range, per hierarchy start)")
     else:
         report["not_protected"].append("histogram counts (exact)")
     report["not_protected"].append("bad-counts histograms (synthetic corruption flags only, exact)")
