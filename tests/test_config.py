@@ -70,3 +70,12 @@ def test_config_choices_match_the_modules_that_implement_them() -> None:
     assert config.SCORE_DTYPES == precision.SCORE_DTYPES
     assert config.EVAL_METRICS == suite.EVAL_METRICS
     assert set(config.SCORERS) == set(SCORERS)
+
+
+def test_eval_every_keeps_the_first_and_last_round() -> None:
+    """7 rounds, every 3rd: the start (0), 3, 6 and the last (7); never 1, 2, 4, 5."""
+    cfg = make_config(num_server_rounds=7, eval_every=3)
+    assert [r for r in range(8) if cfg.evaluates_after(r)] == [0, 3, 6, 7]
+    assert all(make_config(num_server_rounds=7).evaluates_after(r) for r in range(8))  # default 1: every round
+    with pytest.raises(ValueError, match="'eval-every' = 0: must be >= 1"):
+        make_config(eval_every=0)

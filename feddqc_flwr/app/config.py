@@ -117,6 +117,7 @@ class RunConfig:
     valid_fraction: float
     test_fraction: float
     eval_samples: int
+    eval_every: int
     eval_metrics: str
     eval_max_new_tokens: int
     eval_align_candidates: int
@@ -162,6 +163,11 @@ class RunConfig:
             return {self.scorer: self.ira_lambda}
         pairs = [p.split("=", 1) for p in self.criterion_lambdas.split(",") if p.strip()]
         return {name.strip(): float(value) for name, value in pairs}
+
+    def evaluates_after(self, server_round: int) -> bool:
+        """Whether the server evaluates after `server_round`: round 0 (the start), every
+        `eval-every`-th round and the last, so a run always has its first and final values."""
+        return server_round in (0, self.num_server_rounds) or server_round % self.eval_every == 0
 
     @property
     def trackers(self) -> tuple[str, ...]:
@@ -258,7 +264,7 @@ def _validate(cfg: RunConfig) -> None:
             f"run config 'hierarchies' = {cfg.hierarchies}: must be between 1 and "
             f"num-server-rounds ({cfg.num_server_rounds})"
         )
-    for key in ("min-train-nodes", "min-train-replies", "histogram-bins", "score-batch-size", "local-steps",
+    for key in ("min-train-nodes", "min-train-replies", "eval-every", "histogram-bins", "score-batch-size", "local-steps",
                 "batch-size", "grad-accum", "lora-r", "lora-alpha"):
         value = getattr(cfg, key.replace("-", "_"))
         if value < 1:

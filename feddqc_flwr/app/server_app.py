@@ -119,7 +119,7 @@ class RoundEnd:
         server_round += self.strategy.round_offset
         set_adapter_arrays(self.bundle.model, arrays)
         metrics: dict[str, float] = {}
-        if self.sets.test or self.sets.valid:
+        if (self.sets.test or self.sets.valid) and self.cfg.evaluates_after(server_round):
             values, per_row = evaluate_splits(self.cfg, self.bundle, self.sets, self.closed_set)
             metrics.update(values)
             metrics["seconds"] = time.perf_counter() - started  # for `feddqc bench overhead`

