@@ -1,10 +1,12 @@
 """Resume and SuperNode restart continue a run exactly: clients keep their hierarchy progress on
 their own disk under a run key that resumed runs keep, the resume check covers every key that
-changes data, selection or training, and FedAvgM's momentum is checkpointed."""
+changes data, selection or training, FedAvgM's momentum is checkpointed, and a checkpoint half
+swapped in or a progress file that cannot be read does not stop a run."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -12,20 +14,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets import Dataset
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
 from safetensors.numpy import load_file
 
 from feddqc_flwr.app.client_app import _progress_file
-from feddqc_flwr.app.client_progress import ClientProgress, ProgressFile, RunLineage, load_progress
+from feddqc_flwr.app.client_progress import (
+    ClientProgress,
+    ProgressFile,
+    RunLineage,
+    load_progress,
+    progress_path,
+    save_progress,
+)
 from feddqc_flwr.app.config import ConfigError, RunConfig, parse_run_config
 from feddqc_flwr.app.model_spec import spec_from_config
 from feddqc_flwr.app.results import RunRecorder, changed_resume_keys, checkpoint_state, load_checkpoint
 from feddqc_flwr.app.strategies.factory import build_base_strategy
 from feddqc_flwr.app.strategies.feddqc import FedDQCStrategy
 from feddqc_flwr.data.client_data import load_client_data
-from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle
+from feddqc_flwr.llm.model import adapter_arrays, load_model_bundle, set_adapter_arrays
 from tests.helpers import default_run_config, deliver, make_config
-from tests.test_strategies import GLOBAL, OfflineGrid, _client, _reply
+from tests.test_strategies import OfflineGrid, _reply
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,7 +161,7 @@ def test_resume_refuses_a_changed_data_selection_or_training_key(tmp_path: Path,
     _fake_checkpoint(tmp_path)
     changed = make_config(**{key.replace("-", "_"): value, "resume_from": str(tmp_path)})
     with pytest.raises(ConfigError, match=f"'resume-from'.*'{key}' = {value!r} \\(checkpoint: "):
-        load_checkpoint(changed)
+        load_checkpoint(changed, [])  # refused before the adapter loads
 
 
 def test_resume_allows_operational_keys_and_older_checkpoints() -> None:
@@ -163,46 +173,154 @@ def test_resume_allows_operational_keys_and_older_checkpoints() -> None:
     assert changed_resume_keys(older, make_config(strategy="fedadam")) == {"strategy": ("fedavg", "fedadam")}
 
 
-# --- FedAvgM momentum through the checkpoint --------------------------------------------------------
+# --- FedAvgM momentum through the checkpoint on disk ---------------------------------------------
 
 
-def _fedavgm_round(strategy: FedDQCStrategy, rnd: int, arrays: ArrayRecord, delta: float) -> ArrayRecord:
+def _resuming(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """`cfg` with resume-from = `run_dir`."""
+    return make_config(**{**{k.replace("-", "_"): v for k, v in cfg.as_dict().items()}, "resume_from": str(run_dir)})
+
+
+def _fedavgm_round(strategy: FedDQCStrategy, rnd: int, arrays: ArrayRecord, keys: list[str],
+                   delta: float) -> ArrayRecord:
+    """One round whose clients reply as real ones do, keyed in the model's order: node 11 (3 examples)
+    sends x + delta*(i+1) for the i-th key, node 12 (1 example) x - delta*(i+1), so the weighted mean
+    is x + delta*(i+1)/2."""
     list(strategy.configure_train(rnd, arrays, ConfigRecord(), OfflineGrid([11, 12])))
-    client = {k: a.numpy() + delta * (i + 1) for i, (k, a) in enumerate(arrays.items())}
-    out, _ = strategy.aggregate_train(rnd, [_reply(11, client, 3), _reply(12, _client(delta), 1)])
+    replies = [_reply(node, {k: arrays[k].numpy() + sign * delta * (i + 1) for i, k in enumerate(keys)}, examples)
+               for node, sign, examples in ((11, 1.0, 3), (12, -1.0, 1))]
+    out, _ = strategy.aggregate_train(rnd, replies)
     return out
 
 
-def test_fedavgm_momentum_round_trips_through_the_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_fedavgm_resumes_from_the_checkpoint_on_disk_with_its_momentum(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """FedAvgM by hand (Flower's convention): g_t = x_(t-1) - mean_t = -u_t, m_1 = g_1,
+    m_t = beta*m_(t-1) + g_t, x_t = x_(t-1) - eta*m_t. With u_t = delta_t*(i+1)/2 for the i-th key:
+    x_2 = x_0 + eta*((1 + beta)*u_1 + u_2), m_2 = -(beta*u_1 + u_2),
+    x_3 = x_2 + eta*(beta^2*u_1 + beta*u_2 + u_3).
+    q_proj and o_proj sort as o before q, unlike the model's order, so a checkpoint read back in the
+    file's order pairs one projection with the other and misses these values."""
     cfg = make_config(model=str(tiny_model_dir), method="fedavg", strategy="fedavgm", server_momentum=0.9,
-                      num_server_rounds=3, hierarchies=1, lora_r=4, lora_alpha=8, min_train_nodes=2)
-    start = ArrayRecord({k: Array(v) for k, v in GLOBAL.items()})
-    deltas = (0.3, -0.1, 0.2)
-
-    straight = FedDQCStrategy(build_base_strategy(cfg), cfg)
-    arrays = start
-    for rnd, delta in enumerate(deltas, 1):
-        arrays = _fedavgm_round(straight, rnd, arrays, delta)
+                      num_server_rounds=3, hierarchies=1, lora_r=4, lora_alpha=8, min_train_nodes=2,
+                      lora_target_modules="q_proj,o_proj")
+    beta, eta, deltas = 0.9, cfg.server_learning_rate, (0.3, -0.1, 0.2)
+    model = load_model_bundle(spec_from_config(cfg)).model
+    start = adapter_arrays(model)
+    keys = list(start)
+    assert keys != sorted(keys)  # the bug needs an order a sorted file does not keep
+    x0 = {k: start[k].numpy().astype(np.float64) for k in keys}
+    u = [{k: delta * (i + 1) / 2 for i, k in enumerate(keys)} for delta in deltas]
+    x2 = {k: x0[k] + eta * ((1 + beta) * u[0][k] + u[1][k]) for k in keys}
+    x3 = {k: x2[k] + eta * (beta**2 * u[0][k] + beta * u[1][k] + u[2][k]) for k in keys}
 
     first = FedDQCStrategy(build_base_strategy(cfg), cfg)
     arrays = start
     for rnd, delta in enumerate(deltas[:2], 1):
-        arrays = _fedavgm_round(first, rnd, arrays, delta)
-    assert first.optimizer_state()  # the momentum is in the checkpoint's optimizer state
+        arrays = _fedavgm_round(first, rnd, arrays, keys, delta)
+    set_adapter_arrays(model, arrays)  # as the ServerApp's round end does before it saves
     recorder = RunRecorder(cfg, tmp_path)
-    model = load_model_bundle(spec_from_config(cfg)).model
     recorder.save_checkpoint(model, checkpoint_state(cfg, 2, None), first.optimizer_state())
 
-    checkpoint = load_checkpoint(make_config(**{**{k.replace("-", "_"): v for k, v in cfg.as_dict().items()},
-                                                "resume_from": str(recorder.run_dir)}))
+    checkpoint = load_checkpoint(_resuming(cfg, recorder.run_dir), keys)
+    assert checkpoint.completed_round == 2 and list(checkpoint.arrays) == keys
+    for k in keys:
+        np.testing.assert_allclose(checkpoint.arrays[k].numpy(), x2[k], rtol=1e-6, atol=1e-7, err_msg=k)
     resumed = FedDQCStrategy(build_base_strategy(cfg), cfg)
     resumed.load_optimizer_state(checkpoint.optimizer)
     resumed.resume(checkpoint.completed_round, checkpoint.thresholds)
-    for a, b in zip(resumed.base.momentum_vector, first.base.momentum_vector, strict=True):
-        np.testing.assert_array_equal(a, b)
-    out = _fedavgm_round(resumed, 1, arrays, deltas[2])  # Flower's round 1 of the resumed run = round 3
-    for key in GLOBAL:
-        np.testing.assert_allclose(out[key].numpy(), straight.base.current_arrays[key].numpy(), rtol=1e-6)
+    for k, momentum in zip(keys, resumed.base.momentum_vector, strict=True):
+        np.testing.assert_allclose(momentum, -(beta * u[0][k] + u[1][k]), rtol=1e-6, err_msg=k)
+    out = _fedavgm_round(resumed, 1, checkpoint.arrays, keys, deltas[2])  # Flower's round 1 here = round 3
+    for k in keys:
+        np.testing.assert_allclose(out[k].numpy(), x3[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+# --- faults while saving: a checkpoint half swapped in, a progress file that cannot be read ---------
+
+
+class Killed(BaseException):
+    """The process dying at that point (nothing after it runs, no `except Exception` catches it)."""
+
+
+def test_server_killed_between_the_checkpoint_renames_resumes_from_last_old(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cfg = make_config(model=str(tiny_model_dir), method="fedavg", num_server_rounds=4, hierarchies=1, lora_r=4,
+                      lora_alpha=8)
+    model = load_model_bundle(spec_from_config(cfg)).model
+    shapes = {k: a.numpy().shape for k, a in adapter_arrays(model).items()}
+    recorder = RunRecorder(cfg, tmp_path)
+
+    def save_round(done: int, value: float) -> None:
+        set_adapter_arrays(model, ArrayRecord({k: Array(np.full(s, value, np.float32)) for k, s in shapes.items()}))
+        recorder.save_checkpoint(model, checkpoint_state(cfg, done, None), {})
+
+    save_round(1, 0.25)
+    rename = Path.rename
+
+    def killed_before_swapping_in(path: Path, target: Path) -> Path:
+        if path.name == "last.new":
+            raise Killed
+        return rename(path, target)
+
+    monkeypatch.setattr(Path, "rename", killed_before_swapping_in)
+    with pytest.raises(Killed):
+        save_round(2, 0.5)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (recorder.run_dir / "adapters").iterdir()) == ["last.new", "last.old"]
+
+    with caplog.at_level("WARNING", logger="flwr"):
+        checkpoint = load_checkpoint(_resuming(cfg, recorder.run_dir), list(shapes))
+    assert checkpoint.completed_round == 1 and "last.old" in caplog.text
+    assert all(np.all(a.numpy() == 0.25) for a in checkpoint.arrays.values())
+
+
+def _store(tmp_path: Path) -> ProgressFile:
+    """Partition 0's progress file of a one-run lineage, for five rows built here."""
+    rows = Dataset.from_dict({"sample_id": list(range(5)), "instruction": [f"q{i}" for i in range(5)],
+                              "input": [""] * 5, "response": [f"a{i}" for i in range(5)]})
+    lineage = RunLineage("run-a", str(tmp_path), ((1, 1),))
+    return ProgressFile(progress_path(tmp_path, "run-a", 0, 2), lineage, run_id=1, server_round=1, rows=rows)
+
+
+@pytest.mark.parametrize("content", [b"", b'{"key": "run-a", "rows-dig', b"\xff\xfe{}"],
+                         ids=["empty", "truncated", "not-utf8"])
+def test_unreadable_progress_file_is_ignored_and_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                          content: bytes) -> None:
+    store = _store(tmp_path)
+    store.path.parent.mkdir(parents=True)
+    store.path.write_bytes(content)
+    state = RecordDict()
+    with caplog.at_level("WARNING", logger="flwr"):
+        assert load_progress(state, 5, store).pool == [0, 1, 2, 3, 4]  # a fresh pool, as for other rows
+    assert "cannot be read" in caplog.text
+    save_progress(ClientProgress(pool=[3, 4], stage_train=[0, 1, 2], trained=[0, 1, 2], selected_stage=1),
+                  state, store)
+    restored = _store(tmp_path).load()  # the next message, with empty context.state, reads it back
+    assert restored is not None and restored.pool == [3, 4] and restored.trained == [0, 1, 2]
+
+
+def test_progress_file_reaches_the_disk_before_it_is_renamed_into_place(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real os calls run; the test records which file each fsync and rename touched, in order."""
+    calls: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recorded_replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(("replace", str(src)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    store = _store(tmp_path)
+    store.save(ClientProgress(pool=[3, 4], trained=[0, 1, 2]))
+    monkeypatch.undo()
+    assert [name for name, _ in calls] == ["fsync", "replace"] and calls[0][1] == calls[1][1] != str(store.path)
+    assert json.loads(store.path.read_text())["snapshots"][0]["progress"]["pool"] == [3, 4]
 
 
 # --- end to end: `flwr run` interrupted after hierarchy 1 and resumed = the uninterrupted run ------

@@ -63,8 +63,8 @@ def _raw(model: Path, out: Path, **extra: object) -> dict:
                 "server-momentum": 0.9, "lr-max": 0.05, "local-steps": 1, "batch-size": 2, "max-length": 96,
                 "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
                 "lora-target-modules": "q_proj,o_proj", "num-server-rounds": ROUNDS, "hierarchies": 1,
-                "min-train-nodes": 2, "fraction-evaluate": 0.0, "round-timeout": 120, "eval-samples": 0, "tracking": "none",
-                "output-dir": str(out), **extra})
+                "min-train-nodes": 2, "fraction-evaluate": 0.0, "eval-samples": 0, "tracking": "none",
+                "round-timeout": 60, "output-dir": str(out), **extra})
     return raw
 
 

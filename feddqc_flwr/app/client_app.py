@@ -149,7 +149,7 @@ def _score_pool(setup: ClientSetup, progress: ClientProgress, stage: int, contex
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(scorer.last_report))
     progress.scored_stage, progress.scored_ids = stage, list(progress.pool)
-    progress.scores = scores.tolist()
+    progress.scores, progress.score_columns = scores.tolist(), scores.shape[1]
     unscorable = int(np.isnan(scores).any(axis=1).sum())
     if unscorable:
         log.warning("partition %d: %d samples could not be scored and will be dropped",

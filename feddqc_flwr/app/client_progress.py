@@ -64,6 +64,7 @@ class ClientProgress:
     scored_stage: int = 0
     scored_ids: list[int] = field(default_factory=list)
     scores: list[list[float]] = field(default_factory=list)
+    score_columns: int = 1  # criteria per row: the shape of `scores` even when no row is left
 
     @classmethod
     def load(cls, state: RecordDict, num_samples: int) -> ClientProgress:
@@ -78,7 +79,7 @@ class ClientProgress:
         return cls(pool=list(rec["pool"]), stage_train=list(rec["stage-train"]), trained=list(rec["trained"]),
                    dropped=int(rec["dropped"]), selected_stage=int(rec["selected-stage"]),
                    scored_stage=int(rec["scored-stage"]), scored_ids=list(rec["scored-ids"]),
-                   scores=[flat[i:i + columns] for i in range(0, len(flat), columns)])
+                   scores=[flat[i:i + columns] for i in range(0, len(flat), columns)], score_columns=columns)
 
     def as_record(self) -> dict[str, Any]:
         """Flat lists only (a ConfigRecord holds no nested lists): scores row by row, `score-columns` wide."""
@@ -88,7 +89,7 @@ class ClientProgress:
             "dropped": self.dropped, "selected-stage": self.selected_stage,
             "scored-stage": self.scored_stage, "scored-ids": [int(i) for i in self.scored_ids],
             "scores": [float(s) for row in self.scores for s in row],
-            "score-columns": len(self.scores[0]) if self.scores else 1,
+            "score-columns": self.score_columns,
         }
 
     def save(self, state: RecordDict) -> None:
@@ -108,7 +109,7 @@ class ClientProgress:
 
     def score_matrix(self) -> np.ndarray:
         """(scored rows, criteria) keep-scores of the last scoring, in `scored_ids` order."""
-        return np.asarray(self.scores, dtype=np.float64).reshape(len(self.scored_ids), -1)
+        return np.asarray(self.scores, dtype=np.float64).reshape(len(self.scored_ids), self.score_columns)
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ class ProgressFile:
     """One client's progress snapshots on its own disk, read and written for one message.
 
     `run_id` and `server_round` are the message's; `lineage` says which snapshots count. A file
-    made from other rows (`rows_digest`) is ignored with a warning and replaced on the next save.
+    made from other rows (`rows_digest`), or one that cannot be read or parsed, is ignored with a
+    warning and replaced on the next save: the client starts afresh rather than fail every message.
     The digest is taken only when the file is read or written (at most at a stage start), not on
     every message.
     """
@@ -199,7 +201,11 @@ class ProgressFile:
     def _snapshots(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        saved = json.loads(self.path.read_text())
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError) as err:  # ValueError: not JSON or not UTF-8 (e.g. left empty by a power cut)
+            log.warning("%s cannot be read (%s): ignoring it, as if this node had no progress saved", self.path, err)
+            return []
         if saved.get("rows-digest") != self.digest:
             log.warning("%s was saved for other training rows (the node's data changed?): ignoring it",
                         self.path)
@@ -215,15 +221,18 @@ class ProgressFile:
         return ClientProgress.from_record(max(valid, key=lambda s: int(s["round"]))["progress"])
 
     def save(self, progress: ClientProgress) -> None:
-        """Add (or replace) this message's snapshot; written whole to a temporary file and renamed,
-        so a client killed while saving leaves the previous file."""
+        """Add (or replace) this message's snapshot; written whole to a temporary file, flushed to the
+        disk and renamed, so a client killed (or a machine losing power) while saving leaves the
+        previous file, never a renamed file whose contents had not reached the disk yet."""
         snapshots = [s for s in self._snapshots()
                      if (int(s["run-id"]), int(s["round"])) != (self.run_id, self.server_round)]
         snapshots.append({"run-id": self.run_id, "round": self.server_round, "progress": progress.as_record()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        staging.write_text(json.dumps({"key": self.lineage.key, "rows-digest": self.digest,
-                                       "snapshots": snapshots}))
+        with staging.open("w") as fh:
+            fh.write(json.dumps({"key": self.lineage.key, "rows-digest": self.digest, "snapshots": snapshots}))
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(staging, self.path)
 
 

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ from feddqc_flwr.app.run_defaults import default_run_config
 from feddqc_flwr.errors import MissingArtifactError
 
 CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER = "state.json", "optimizer.npz"
+ADAPTER_FILE = "adapter_model.safetensors"  # what PEFT's save_pretrained writes
+log = logging.getLogger("flwr").getChild(__name__)  # shown in `flwr run --stream`
 ROW_VALUES = "row-values.jsonl"
 # The keys a resumed run may change: where results go, how long the server waits for whom, what it
 # evaluates, and memory knobs that leave the numbers as they were. Every other key changes the
@@ -216,12 +220,40 @@ def changed_resume_keys(saved: dict[str, Any], cfg: RunConfig) -> dict[str, tupl
             if key in config and key not in RESUME_MAY_CHANGE and config[key] != value}
 
 
-def load_checkpoint(cfg: RunConfig) -> Checkpoint:
-    """The checkpoint under `resume-from`, checked against this run's config."""
+def checkpoint_folder(cfg: RunConfig) -> Path:
+    """adapters/last under `resume-from`, or adapters/last.old when the server was killed between the
+    two renames of `RunRecorder.save_checkpoint` (last.old is then the previous round's whole checkpoint)."""
     folder = Path(cfg.resume_from).expanduser() / "adapters" / "last"
-    if not (folder / CHECKPOINT_STATE).is_file():
-        raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: no {folder / CHECKPOINT_STATE} "
-                          "(give a run directory of a run that completed at least one round)")
+    if (folder / CHECKPOINT_STATE).is_file():
+        return folder
+    old = folder.with_name("last.old")
+    if (old / CHECKPOINT_STATE).is_file():
+        log.warning("%s is missing (the server was killed while saving a checkpoint): resuming from %s, "
+                    "the round before", folder, old)
+        return old
+    raise ConfigError(f"run config 'resume-from' = {cfg.resume_from!r}: no {folder / CHECKPOINT_STATE} "
+                      "(give a run directory of a run that completed at least one round)")
+
+
+def adapter_in_model_order(path: Path, adapter_keys: Sequence[str]) -> ArrayRecord:
+    """The adapter saved at `path` as an ArrayRecord in `adapter_keys`' order.
+
+    A safetensors file gives its keys sorted (layers.10 before layers.2), but Flower's strategies pair
+    arrays by position with the clients' replies, which come in the model's order (`adapter_arrays`).
+    The order is taken from the model rather than stored with the checkpoint, so checkpoints written
+    before this fix resume right too, and an adapter of another layout is refused here.
+    """
+    tensors = load_file(path)
+    if set(tensors) != set(adapter_keys):
+        missing, extra = sorted(set(adapter_keys) - set(tensors)), sorted(set(tensors) - set(adapter_keys))
+        raise ConfigError(f"{path} does not fit this run's model: missing {missing[:3]}, unexpected {extra[:3]}")
+    return ArrayRecord({key: tensors[key] for key in adapter_keys})
+
+
+def load_checkpoint(cfg: RunConfig, adapter_keys: Sequence[str]) -> Checkpoint:
+    """The checkpoint under `resume-from`, checked against this run's config; its adapter in the order of
+    `adapter_keys`, the keys of `adapter_arrays(model)` for this run's model."""
+    folder = checkpoint_folder(cfg)
     state = json.loads((folder / CHECKPOINT_STATE).read_text())
     changed = changed_resume_keys(state.get("config") or state["schedule"], cfg)  # "schedule": older checkpoints
     if changed:
@@ -238,5 +270,5 @@ def load_checkpoint(cfg: RunConfig) -> Checkpoint:
     if thresholds is None and state.get("threshold") is not None:  # a one-criterion checkpoint from before criteria
         thresholds = {cfg.criteria[0]: float(state["threshold"])}
     return Checkpoint(completed_round=int(state["completed_round"]), thresholds=thresholds,
-                      arrays=ArrayRecord(load_file(folder / "adapter_model.safetensors")), optimizer=optimizer,
+                      arrays=adapter_in_model_order(folder / ADAPTER_FILE, adapter_keys), optimizer=optimizer,
                       lineage=lineage)

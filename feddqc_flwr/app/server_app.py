@@ -177,7 +177,7 @@ def main(grid: Grid, context: Context) -> None:
     initial_arrays = adapter_arrays(bundle.model)
     checkpoint = None
     if cfg.resume_from:
-        checkpoint = load_checkpoint(cfg)
+        checkpoint = load_checkpoint(cfg, list(initial_arrays))  # the order clients reply in
         strategy.resume(checkpoint.completed_round, checkpoint.thresholds)
         strategy.load_optimizer_state(checkpoint.optimizer)
         initial_arrays = checkpoint.arrays

@@ -79,7 +79,7 @@ def test_checkpoint_round_trip_restores_adapter_lambda_and_fedopt_moments(tmp_pa
 
     resumed_cfg = make_config(**{**{k.replace("-", "_"): v for k, v in cfg.as_dict().items()},
                                  "resume_from": str(recorder.run_dir)})
-    checkpoint = load_checkpoint(resumed_cfg)
+    checkpoint = load_checkpoint(resumed_cfg, list(arrays))
     assert checkpoint.completed_round == 2 and checkpoint.thresholds == {"ira-sum": 0.125, "loss": -2.5}
     for key, value in arrays.items():
         np.testing.assert_array_equal(checkpoint.arrays[key].numpy(), value.numpy())
@@ -93,6 +93,6 @@ def test_checkpoint_round_trip_restores_adapter_lambda_and_fedopt_moments(tmp_pa
     with pytest.raises(ConfigError, match="'resume-from'.*other data, selection or training settings.*"
                                           "'num-server-rounds' = 6 \\(checkpoint: 4\\)"):
         load_checkpoint(make_config(**{**{k.replace("-", "_"): v for k, v in resumed_cfg.as_dict().items()},
-                                       "num_server_rounds": 6}))
+                                       "num_server_rounds": 6}), list(arrays))
     with pytest.raises(ConfigError, match="'resume-from'.*no .*state.json"):
-        load_checkpoint(make_config(resume_from=str(tmp_path / "nowhere")))
+        load_checkpoint(make_config(resume_from=str(tmp_path / "nowhere")), list(arrays))

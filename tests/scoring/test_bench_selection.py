@@ -145,16 +145,29 @@ def test_ranking_takes_the_lower_of_the_model_states() -> None:
     assert ranking["s2"]["mean_kept_clean"] == pytest.approx((0.65 + 0.6) / 2)
 
 
-@pytest.fixture(scope="module")
-def strong_copy_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """conftest.py's copy model with a copy strength of 100 instead of 8, saved like a hub model.
+CANDIDATE_WORDS = ("apple river window orange forest castle planet doctor engine house water paper table music money "
+                   "green horse chair bread cloud stone train phone light dream heart glass tower").split()
 
-    Attention is uniform over the past and adds 100 x the mean context embedding to the residual,
-    so with the tied head a token's logit grows by about 100 |e|^2 / T = 3200 / T per occurrence in
-    the T-token context (about 70 nats here), far above the spread of the logits the random
-    embeddings give (a few nats). A one-word response that appears in its prompt (clean) is then
-    far likelier than one that does not (swapped, or typos and junk tokens: noisy)."""
+
+@pytest.fixture(scope="module")
+def known_answer(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """conftest.py's copy model, with 20 one-token words whose embeddings are orthogonal to each other
+    and to every other token (basis vectors; the other tokens live in the remaining coordinates),
+    saved like a hub model; and the words.
+
+    Row i asks to repeat word w_i (the input) and answers w_i. Every logit is then e_t . h / rms(h)
+    with h = e_last + 8 x mean context embedding: the prompts of two rows differ only in the input
+    word, which adds to no other word's logit and leaves rms(h) and the softmax normaliser alike. So
+    a swapped answer w_s (s != i) has exactly the same NLL after x_i as after a partner's x_j (s != j;
+    after its owner's x_s it is lower): its contrast is 0 or negative, while a clean answer is boosted
+    after its own prompt only (contrast > 0), and all clean rows get one loss, all swapped rows a
+    higher one. The response loss and the contrast must separate every swap (AUROC 1)."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    template = set(encode_pair({"instruction": "Repeat the input.", "input": "", "response": "x"}, tok, "alpaca",
+                               64).prompt_ids)
+    ids = {w: tok(w, add_special_tokens=False).input_ids for w in CANDIDATE_WORDS}
+    words = [w for w in CANDIDATE_WORDS if len(ids[w]) == 1 and ids[w][0] not in template][:20]
+    assert len(words) == 20 and len({ids[w][0] for w in words}) == 20
     d = 32
     config = LlamaConfig(vocab_size=len(tok), hidden_size=d, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
@@ -163,55 +176,57 @@ def strong_copy_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
     with torch.no_grad():
         emb = torch.randn(len(tok), d, generator=torch.Generator().manual_seed(0))
-        model.model.embed_tokens.weight.copy_(emb / emb.norm(dim=1, keepdim=True) * d**0.5)
+        emb[:, : len(words)] = 0.0
+        emb = emb / emb.norm(dim=1, keepdim=True) * d**0.5
+        for k, w in enumerate(words):
+            emb[ids[w][0]] = torch.eye(d)[k] * d**0.5
+        model.model.embed_tokens.weight.copy_(emb)
         attn.q_proj.weight.zero_()
         attn.k_proj.weight.zero_()
-        attn.v_proj.weight.copy_(100 * torch.eye(d))
+        attn.v_proj.weight.copy_(8 * torch.eye(d))
         attn.o_proj.weight.copy_(torch.eye(d))
         mlp.down_proj.weight.zero_()
-    out = tmp_path_factory.mktemp("strong-copy")
+    out = tmp_path_factory.mktemp("orthogonal-copy")
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    return out
+    return out, words
 
 
-def test_bench_selection_command_finds_the_known_answer(strong_copy_dir: Path, tmp_path: Path) -> None:
-    tok = AutoTokenizer.from_pretrained(strong_copy_dir)
-    rows = [{"instruction": "Repeat the input.", "input": w, "response": w} for w in WORDS * 2]
-    tokens = [set(encode_pair(r, tok, "alpaca", 64).response_ids[:-1]) for r in rows[: len(WORDS)]]
-    for i, row in enumerate(rows[: len(WORDS)]):  # each word's tokens are in its own prompt and no other word's
-        assert tokens[i] <= set(encode_pair(row, tok, "alpaca", 64).prompt_ids)
-        assert not any(tokens[i] & t for j, t in enumerate(tokens) if j != i)
+def test_bench_selection_command_finds_the_known_answer(known_answer: tuple[Path, list[str]],
+                                                        tmp_path: Path) -> None:
+    model_dir, words = known_answer
+    rows = [{"instruction": "Repeat the input.", "input": w, "response": w} for w in words]
     main, pubmed = tmp_path / "main.jsonl", tmp_path / "flips.jsonl"
     for path in (main, pubmed):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     parser = argparse.ArgumentParser()
     add_bench_commands(parser.add_subparsers(dest="command"))
     out, plot = tmp_path / "selection.json", tmp_path / "selection.png"
-    args = parser.parse_args(["bench", "selection", "--model", str(strong_copy_dir), "--datasets", f"{main},{pubmed}",
+    args = parser.parse_args(["bench", "selection", "--model", str(model_dir), "--datasets", f"{main},{pubmed}",
                               "--separate-datasets", str(pubmed), "--corruptions", "swap,noisy", "--seeds", "0,1",
                               "--rows", "16", "--max-length", "64", "--adapter-steps", "1", "--adapter-lr", "0",
                               "--out", str(out), "--plot", str(plot)])
     args.command_line = "test"
     args.func(args)
     result = json.loads(out.read_text())
-    loss = [c for c in result["cells"] if c["scorer"] == "loss"]
-    assert len(loss) == 2 * 2 * 2 * 2  # datasets x corruptions x seeds x (base, adapter)
-    assert all(c["auroc"] == 1.0 and c["kept_clean"] == 1.0 and c["bad"] == 8 for c in loss)
-    random = [c["auroc"] for c in result["cells"] if c["scorer"] == "random"]
-    assert min(random) < 1.0
-    for state in ("base", "adapter-1-steps"):  # lr 0: the adapter is the base model
+    assert result["score_dtype"] == "torch.float32"
+    swap = [c for c in result["cells"] if c["corruption"] == "swap"]
+    assert len(swap) == 2 * 2 * 2 * len(selection_scorers())  # datasets x seeds x (base, adapter) x scorers
+    for name in ("loss", "contrast"):
+        assert all(c["auroc"] == 1.0 and c["kept_clean"] == 1.0 and c["bad"] == 8 for c in swap if c["scorer"] == name)
+    assert min(c["auroc"] for c in swap if c["scorer"] == "random") < 1.0
+    for state in ("base", "adapter-1-steps"):  # adapter lr 0: the adapter state is the base model
         entry = result["overall"][state]["loss"]
-        assert entry["main"]["datasets"] == [str(main)] and entry["main"]["worst_auroc"] == 1.0
-        assert list(entry["separate"]) == [str(pubmed)] and entry["all"]["worst_kept_clean"] == 1.0
-        assert entry["main"]["worst_kept_clean"] == 1.0 and set(entry["main"]["by_type"]) == {"swap", "noisy"}
+        assert entry["main"]["datasets"] == [str(main)] and list(entry["separate"]) == [str(pubmed)]
+        assert set(entry["main"]["by_type"]) == {"swap", "noisy"} and entry["main"]["by_type"]["swap"]["auroc"] == 1.0
+        key = (state, str(main), "noisy", "loss")
+        noisy = [c["auroc"] for c in result["cells"]
+                 if (c["model_state"], c["dataset"], c["corruption"], c["scorer"]) == key]
+        assert entry["main"]["worst_auroc"] == pytest.approx(min(1.0, np.mean(noisy)))
     base = {(c["dataset"], c["corruption"], c["seed"], c["scorer"]): c for c in result["cells"]
             if c["model_state"] == "base"}
     for c in result["cells"]:
         if c["model_state"] != "base":
             assert c["auroc"] == pytest.approx(base[(c["dataset"], c["corruption"], c["seed"], c["scorer"])]["auroc"])
-    ranking = result["ranking"]
-    assert ranking[0]["worst_kept_clean"] == 1.0 and "loss" in {r["scorer"] for r in ranking if
-                                                             r["worst_kept_clean"] == 1.0}
-    assert ranking[-1]["worst_kept_clean"] < 1.0 and result["score_dtype"] == "torch.float32"
+    assert result["ranking"][0]["worst_kept_clean"] >= result["ranking"][-1]["worst_kept_clean"]
     assert plot.with_name("selection-worst-type.png").stat().st_size > 10_000
