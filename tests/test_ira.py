@@ -12,7 +12,8 @@ import torch
 
 from feddqc_flwr.llm.model import ModelSpec, load_model_bundle
 from feddqc_flwr.scoring.base import ScoringContext
-from feddqc_flwr.scoring.fusion import RankFusion
+from feddqc_flwr.scoring.criteria import ALIGNMENT_AND_FIT
+from feddqc_flwr.scoring.fusion import RankMean
 from feddqc_flwr.scoring.ira import ira_scores
 from feddqc_flwr.scoring.likelihood import IRAScorer, LossScorer
 from feddqc_flwr.scoring.passes import likelihood_passes
@@ -68,7 +69,7 @@ def test_ira_mean_and_sum_equal_hand_computed_losses(bundle) -> None:
         assert total.ira[i] == pytest.approx(mean.ira[i] * len(cond), abs=1e-4)
 
 
-def test_registered_scorers_and_rank_fusion_from_the_same_passes(bundle) -> None:
+def test_registered_scorers_and_rank_combinations_from_the_same_passes(bundle) -> None:
     rows = [r for r in ROWS if not r["input"]]
     ctx = ScoringContext(model=bundle.model, tokenizer=bundle.tokenizer, template="alpaca", max_length=256,
                          batch_size=4, device=bundle.device)
@@ -81,9 +82,9 @@ def test_registered_scorers_and_rank_fusion_from_the_same_passes(bundle) -> None
     # rank fusion by hand: rank 0..n-1 (best = n-1) of each component, scaled to [0, 1]
     n = len(rows)
     rank = lambda v: np.argsort(np.argsort(v)) / (n - 1)  # noqa: E731 (no ties in these scores)
-    fused = RankFusion("f", (IRAScorer("sum"), LossScorer()), "mean").score(rows, ctx)
+    fused = RankMean((IRAScorer("sum"), LossScorer())).score(rows, ctx)
     np.testing.assert_allclose(fused, (rank(ira_sum) + rank(-loss)) / 2)
-    lowest = RankFusion("f", (IRAScorer("sum"), LossScorer()), "min").score(rows, ctx)
+    lowest = ALIGNMENT_AND_FIT.score(rows, ctx)  # "ira-sum+loss": the joint filter's rank-min
     np.testing.assert_allclose(lowest, np.minimum(rank(ira_sum), rank(-loss)))
 
 

@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from feddqc_flwr.app.server_app import main
+from feddqc_flwr.llm.model import load_adapter_bundle
 from tests.helpers import default_run_config
 from tests.test_protocol_loopback import LoopbackGrid
 
@@ -69,7 +70,10 @@ def _raw(model: Path, out: Path, **extra: object) -> dict:
 
 
 def _serve(raw: dict, grid: LoopbackGrid, run_id: int) -> Path:
-    """Run the ServerApp; its run directory (the only one under output-dir)."""
+    """Run the ServerApp as a fresh process would: its cached adapter-only model, which the last run
+    left holding its final adapter, is dropped first. Returns the run directory (the only one under
+    output-dir)."""
+    load_adapter_bundle.cache_clear()
     main(grid, Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config=raw))
     (run_dir,) = Path(raw["output-dir"]).glob("*-fedavg-fedavgm-seed0")
     return run_dir

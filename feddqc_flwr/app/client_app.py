@@ -4,12 +4,14 @@ Message types:
 - `query.score`  (hierarchy start, only before the first lambda): load the global adapter, score
   the pool with the configured scorer, keep the scores in `context.state` and the node-local
   progress file (`app.client_progress`, read back after a SuperNode restart or a resume), reply
-  the count and the counts per fixed score bin (`selection.score_sketch`).
+  the count and, per criterion of the scorer, the counts per fixed score bin
+  (`selection.score_sketch`).
 - `query.identity`: reply the node's partition id (only when clients are sampled, for seeding).
 - `train`: pick this hierarchy's subset (top of the sorted, filtered pool) if not done yet,
   scoring the pool first if no query did, train `local-steps`, reply adapter weights and scalar
-  metrics (and the bin counts when it scored). The pool is every row not trained yet
-  (Algorithm 1), rows under lambda included unless `filtered-rows = "drop"`.
+  metrics (and the bin counts when it scored). A row is kept only when every criterion's score
+  reaches that criterion's lambda. The pool is every row not trained yet (Algorithm 1), rows
+  under lambda included unless `filtered-rows = "drop"`.
 - `evaluate`: held-out loss on the client's clean validation split.
 Raw text, token ids and per-sample scores never leave the client; each selection rewrites the
 owner's per-row report of them on the node's own disk (`app.quality_report`).
@@ -350,7 +352,8 @@ def train(msg: Message, context: Context) -> Message:
     if len(rows) == 0:
         log.warning("partition %d has no samples to train on in round %d", setup.partition_id, server_round)
         metrics.update({"train-loss": float("nan"), "train-prox": float("nan"), "train-micro-batches": 0,
-                        "train-rows": 0, "train-seconds": 0.0, "handler-seconds": time.perf_counter() - handler_started})
+                        "train-rows": 0, "train-seconds": 0.0,
+                        "handler-seconds": time.perf_counter() - handler_started})
         return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(metrics), **extra}),
                        reply_to=msg)
     result = train_adapter(setup.bundle.model, setup.bundle.tokenizer, list(rows), LocalTrainConfig(

@@ -264,8 +264,8 @@ def _validate(cfg: RunConfig) -> None:
             f"run config 'hierarchies' = {cfg.hierarchies}: must be between 1 and "
             f"num-server-rounds ({cfg.num_server_rounds})"
         )
-    for key in ("min-train-nodes", "min-train-replies", "eval-every", "histogram-bins", "score-batch-size", "local-steps",
-                "batch-size", "grad-accum", "lora-r", "lora-alpha"):
+    for key in ("min-train-nodes", "min-train-replies", "eval-every", "histogram-bins", "score-batch-size",
+                "local-steps", "batch-size", "grad-accum", "lora-r", "lora-alpha"):
         value = getattr(cfg, key.replace("-", "_"))
         if value < 1:
             raise ConfigError(f"run config '{key}' = {value}: must be >= 1")

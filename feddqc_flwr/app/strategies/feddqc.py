@@ -4,8 +4,10 @@ It wraps one of Flower's strategies (which does the LoRA aggregation) and adds, 
 learning rate (cosine by round), the hierarchy index, the re-score flag and lambda. Before the
 first lambda exists (threshold-mode = retention) the first round of a hierarchy starts with one
 query: every connected client re-scores its pool with the current global adapter and replies
-its counts on fixed bins (selection.score_sketch), which the server turns into lambda. With a
-lambda (given, or calibrated at an earlier hierarchy) there is no query: each client re-scores
+its counts on fixed bins (selection.score_sketch), which the server turns into lambda: one
+histogram and one lambda per criterion of the scorer (`ira-sum+loss` has two; a row is kept only
+when it passes both). With lambdas (given, or calibrated at an earlier hierarchy) there is no
+query: each client re-scores
 inside its first train message of the hierarchy and sends the counts with its reply, for the
 global histogram in the metrics.
 Replies that carry no examples or non-finite weights are left out of the aggregate and logged;
