@@ -199,10 +199,11 @@ def test_fedavgm_resumes_from_the_checkpoint_on_disk_with_its_momentum(tmp_path:
     x_2 = x_0 + eta*((1 + beta)*u_1 + u_2), m_2 = -(beta*u_1 + u_2),
     x_3 = x_2 + eta*(beta^2*u_1 + beta*u_2 + u_3).
     q_proj and o_proj sort as o before q, unlike the model's order, so a checkpoint read back in the
-    file's order pairs one projection with the other and misses these values."""
+    file's order pairs one projection with the other and misses these values (eta = 0.5: at 1, the
+    wrongly paired x_2 would cancel out of x_3)."""
     cfg = make_config(model=str(tiny_model_dir), method="fedavg", strategy="fedavgm", server_momentum=0.9,
-                      num_server_rounds=3, hierarchies=1, lora_r=4, lora_alpha=8, min_train_nodes=2,
-                      lora_target_modules="q_proj,o_proj")
+                      server_learning_rate=0.5, num_server_rounds=3, hierarchies=1, lora_r=4, lora_alpha=8,
+                      min_train_nodes=2, lora_target_modules="q_proj,o_proj")
     beta, eta, deltas = 0.9, cfg.server_learning_rate, (0.3, -0.1, 0.2)
     model = load_model_bundle(spec_from_config(cfg)).model
     start = adapter_arrays(model)

@@ -5,13 +5,17 @@ Flower's strategies pair arrays by position, not by key. A checkpoint read back 
 subtracts one layer from another, and Flower's client clipping mod refuses every reply (its keys
 are in another order). The model here has 11 layers and targets q_proj and o_proj, so both sort
 differently from the module order; every LoRA matrix has the same shape, so a wrong pairing
-computes wrong numbers instead of raising. Each run is the real ServerApp `main`, in process,
-with the real ClientApp behind a loopback grid: crashed after round 1, resumed from its checkpoint
-on disk, it must end with the adapter of the run that was never interrupted.
+computes wrong numbers instead of raising. The server learning rate is 0.5: at 1, FedAvgM's new
+adapter is mean - momentum * m, and the wrongly paired previous adapter cancels out of that round.
+
+Each run is the real ServerApp `main`, in process, with the real ClientApp behind a loopback grid:
+crashed after round 1, resumed from its checkpoint on disk, it must end with the adapter of the run
+that was never interrupted.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +64,14 @@ class CrashingGrid(LoopbackGrid):
 
 def _raw(model: Path, out: Path, **extra: object) -> dict:
     raw = default_run_config()
-    raw.update({"model": str(model), "dataset": "demo", "method": "fedavg", "strategy": "fedavgm",
-                "server-momentum": 0.9, "lr-max": 0.05, "local-steps": 1, "batch-size": 2, "max-length": 96,
-                "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
-                "lora-target-modules": "q_proj,o_proj", "num-server-rounds": ROUNDS, "hierarchies": 1,
-                "min-train-nodes": 2, "fraction-evaluate": 0.0, "eval-samples": 0, "tracking": "none",
-                "round-timeout": 60, "output-dir": str(out), **extra})
+    raw.update({
+        "model": str(model), "dataset": "demo", "method": "fedavg", "strategy": "fedavgm", "server-momentum": 0.9,
+        "server-learning-rate": 0.5, "lr-max": 0.05, "local-steps": 1, "batch-size": 2, "max-length": 96,
+        "max-samples": 0, "max-response-words": 0, "lora-r": 4, "lora-alpha": 8,
+        "lora-target-modules": "q_proj,o_proj", "num-server-rounds": ROUNDS, "hierarchies": 1,
+        "min-train-nodes": 2, "fraction-evaluate": 0.0, "eval-samples": 0, "tracking": "none",
+        "round-timeout": 60, "output-dir": str(out), **extra,
+    })
     return raw
 
 
@@ -101,9 +107,9 @@ def test_resumed_deep_adapter_ends_as_the_uninterrupted_run(tmp_path: Path, deep
     raw = _raw(deep_model_dir, tmp_path / "resumed", **extra, **{"resume-from": str(crashed)})
     resumed = _serve(raw, LoopbackGrid(raw), run_id=3)
 
-    summary = (resumed / "summary.json").read_text()
-    assert '"failures": 0' in summary and '"rounds_not_aggregated": []' in summary
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["failures"] == 0 and summary["rounds_not_aggregated"] == []
     expected, actual = _final_adapter(straight), _final_adapter(resumed)
-    assert set(actual) == set(expected) and len(expected) == 11 * 2 * 2
+    assert set(actual) == set(expected) and len(expected) == 11 * 2 * 2  # layers x (q, o) x (A, B)
     for key, value in expected.items():
         np.testing.assert_allclose(actual[key], value, rtol=1e-5, atol=1e-7, err_msg=key)

@@ -315,7 +315,7 @@ def check_training_device(cfg: RunConfig) -> None:
         raise ConfigError(
             f"run config 'quantization' = {cfg.quantization!r}: this node trains and scores the model in "
             f"{cfg.quantization} with bitsandbytes, which is not installed. Install it on every SuperNode "
-            "(ClientApp): pip install 'bitsandbytes>=0.48' (the app's gpu extra), or set quantization = 'none'. "
+            "(ClientApp): pip install 'bitsandbytes>=0.48' (on CUDA or a CPU), or set quantization = 'none'. "
             "The ServerApp needs neither bitsandbytes nor a GPU."
         ) from None
     if not torch.cuda.is_available() and "cpu" not in getattr(bitsandbytes, "supported_torch_devices", ()):
