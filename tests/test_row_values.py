@@ -46,3 +46,15 @@ def test_evaluate_splits_keys_row_values_like_the_metrics(presence: ModelBundle)
     assert per_row["test-align-acc"] == [1.0] * 8 and values["test-align-acc"] == 1.0
     assert per_row["valid-align-acc"] == [0.0] * 4 + [1.0] * 4 and values["valid-align-acc"] == 0.5
     assert values["test-loss"] == pytest.approx(sum(per_row["test-loss"]) / 8)
+
+
+def test_validation_rows_get_only_the_validation_metrics_when_set(presence: ModelBundle) -> None:
+    """eval-valid-metrics = loss: alignment on the test rows only (a cheap selection metric)."""
+    torch.set_num_threads(1)
+    rows = [word_row(w, w) for w in WORDS]
+    cfg = make_config(eval_metrics="loss,alignment", eval_valid_metrics="loss", max_length=64)
+    values, per_row = evaluate_splits(cfg, presence, ServerRows(test=rows, valid=rows, reference=[]), ())
+    assert set(per_row) == {"valid-loss", "test-loss", "test-align-acc"}
+    assert values["test-align-acc"] == 1.0 and "valid-align-acc" not in values
+    with pytest.raises(ValueError, match="'eval-valid-metrics' = 'bleu': allowed values"):
+        make_config(eval_valid_metrics="loss,bleu")

@@ -119,6 +119,7 @@ class RunConfig:
     eval_samples: int
     eval_every: int
     eval_metrics: str
+    eval_valid_metrics: str
     eval_max_new_tokens: int
     eval_align_candidates: int
     judge_url: str
@@ -179,6 +180,12 @@ class RunConfig:
     def eval_metric_names(self) -> tuple[str, ...]:
         """`eval-metrics` as a tuple of metric names."""
         return tuple(m.strip() for m in self.eval_metrics.split(",") if m.strip())
+
+    def split_metric_names(self, split: str) -> tuple[str, ...]:
+        """The metrics the server computes on `split`: `eval-metrics`, or on the validation rows
+        `eval-valid-metrics` when set (a cheap selection metric beside slow test metrics)."""
+        names = self.eval_valid_metrics if split == "valid" and self.eval_valid_metrics.strip() else self.eval_metrics
+        return tuple(m.strip() for m in names.split(",") if m.strip())
 
     @property
     def stages(self) -> int:
@@ -352,6 +359,8 @@ def _validate_evaluation(cfg: RunConfig) -> None:
         raise ConfigError(f"run config 'eval-metrics' is empty: give a comma list of {', '.join(EVAL_METRICS)}")
     for name in names:
         _choice("eval-metrics", name, EVAL_METRICS)
+    for name in cfg.split_metric_names("valid"):
+        _choice("eval-valid-metrics", name, EVAL_METRICS)
     if cfg.eval_max_new_tokens < 1:
         raise ConfigError(f"run config 'eval-max-new-tokens' = {cfg.eval_max_new_tokens}: must be >= 1")
     if cfg.eval_align_candidates < 2:

@@ -57,7 +57,7 @@ ROW_VALUES = "row-values.jsonl"
 # added to the app later is checked too).
 RESUME_MAY_CHANGE = frozenset({
     "resume-from", "output-dir", "round-timeout", "reply-poll-interval", "min-train-replies", "min-train-nodes",
-    "fraction-evaluate", "eval-samples", "eval-every", "eval-metrics", "eval-max-new-tokens",
+    "fraction-evaluate", "eval-samples", "eval-every", "eval-metrics", "eval-valid-metrics", "eval-max-new-tokens",
     "eval-align-candidates", "judge-url", "judge-model", "rater-url",
     "score-batch-size", "gradient-checkpointing", "data-map", "console", "tracking",
 })

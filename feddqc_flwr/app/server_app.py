@@ -87,13 +87,15 @@ def evaluate_splits(cfg: RunConfig, bundle: ModelBundle, sets: ServerRows, close
                     metrics: tuple[str, ...] | None = None) -> tuple[dict[str, float], RowValues]:
     """`<split>-<metric>` values (valid-loss, test-choice-acc, ...) of the current adapter, and under
     the same keys each row's own value (test-loss: one NLL per test row)."""
-    names = cfg.eval_metric_names if metrics is None else metrics
-    judge = ChatEndpoint(cfg.judge_url, cfg.judge_model) if "judge" in names else None
+    def names(split: str) -> tuple[str, ...]:
+        return cfg.split_metric_names(split) if metrics is None else metrics
+
+    judge = ChatEndpoint(cfg.judge_url, cfg.judge_model) if any("judge" in names(s) for s in splits) else None
     out: dict[str, float] = {}
     per_row: RowValues = {}
     for split in splits:
         split_rows: RowValues = {}
-        values = evaluate_rows(bundle, getattr(sets, split), names, template=cfg.prompt_template,
+        values = evaluate_rows(bundle, getattr(sets, split), names(split), template=cfg.prompt_template,
                                max_length=cfg.max_length, batch_size=cfg.score_batch_size,
                                max_new_tokens=cfg.eval_max_new_tokens, judge=judge, closed_set=closed_set,
                                align_candidates=cfg.eval_align_candidates, row_values=split_rows)

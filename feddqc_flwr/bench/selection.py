@@ -59,7 +59,8 @@ _TEMPLATE, _MARKER = IRAScorer("sum", "template"), IRAScorer("sum", "marker")
 CANDIDATES: tuple[PassScorer, ...] = (
     RankMean((_IRA_SUM, _LOSS)), _EOS, _MARKER, _TEMPLATE, _CONTRAST,
     CriteriaScorer((_LOSS, _EOS)), CriteriaScorer((_IRA_SUM, _LOSS, _EOS)),
-    CriteriaScorer((_MARKER, _LOSS)), CriteriaScorer((_TEMPLATE, _LOSS)), CriteriaScorer((_TEMPLATE, _LOSS, _EOS)),
+    CriteriaScorer((_MARKER, _LOSS)), CriteriaScorer((_MARKER, _LOSS, _EOS)), CriteriaScorer((_TEMPLATE, _LOSS)),
+    CriteriaScorer((_TEMPLATE, _LOSS, _EOS)),
     CriteriaScorer((_CONTRAST, _LOSS)), CriteriaScorer((_CONTRAST, _LOSS, _EOS)),
     CriteriaScorer((_CONTRAST, _IRA_SUM, _LOSS)),
 )

@@ -230,8 +230,8 @@ def _show_selection(summary: dict, out: Path, corruptions: list[str]) -> None:
         sets = "+".join(_short(d) for d in main["datasets"])
         show_table(f"selection, {state} model ({out}), {sets}: mean over seeds, then over sets per type; worst = "
                    "the type with the lowest mean. Sorted by worst kept clean (lower of the states), then mean",
-                   ["scorer", "mean AUROC", "worst AUROC", "mean kept clean", "worst kept clean",
-                    *(f"{_short(d)} alone: worst AUROC" for d in separate), "all sets: worst AUROC", "all: mean"],
+                   ["scorer", "mean AUROC", "worst AUROC", "mean kept", "worst kept",
+                    *(f"{_short(d)} worst AUROC" for d in separate), "all sets worst AUROC", "all mean"],
                    [[name, f"{scorers[name]['main']['mean_auroc']:.3f}", _worst(scorers[name]["main"], "auroc"),
                      f"{scorers[name]['main']['mean_kept_clean']:.3f}", _worst(scorers[name]["main"], "kept_clean"),
                      *(_worst(scorers[name]["separate"].get(d, {}), "auroc") for d in separate),
