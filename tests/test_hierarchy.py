@@ -65,3 +65,8 @@ def test_two_criteria_keep_only_rows_passing_both_and_order_by_the_worse_rank() 
 def test_thresholds_must_match_the_score_columns() -> None:
     with pytest.raises(ValueError, match="2 score column"):
         select_stage([0, 1], np.zeros((2, 2)), thresholds=[0.0], stage=1, hierarchies=1)
+
+
+def test_an_empty_pool_selects_nothing_with_any_number_of_criteria() -> None:
+    sel = select_stage([], np.zeros(0), thresholds=[0.0, -1.0], stage=2, hierarchies=3)
+    assert sel.train_ids == sel.waiting_ids == sel.dropped_ids == []

@@ -44,10 +44,16 @@ class StageSelection:
 ORDERS = ("descending", "ascending", "random", "none")
 
 
+def _columns(scores: np.ndarray, criteria: int) -> np.ndarray:
+    """Scores as (rows, columns); no rows at all is (0, criteria), whatever shape it came in."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores.reshape(0, criteria) if scores.size == 0 else scores.reshape(len(scores), -1)
+
+
 def passes_all(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Rows whose every criterion is finite and at or above its threshold ((n, C) scores, (C,) thresholds)."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    scores = _columns(scores, thresholds.size)
     if scores.shape[1] != thresholds.size:
         raise ValueError(f"{scores.shape[1]} score column(s) but {thresholds.size} threshold(s)")
     return (np.isfinite(scores) & (scores >= thresholds)).all(axis=1)
@@ -69,7 +75,7 @@ def select_stage(ids: list[int], scores: np.ndarray, thresholds: np.ndarray, sta
     if order not in ORDERS:
         raise ValueError(f"order {order!r}: allowed values are {', '.join(ORDERS)}")
     ids_arr = np.asarray(ids, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64).reshape(len(ids_arr), -1)
+    scores = _columns(scores, np.asarray(thresholds).size)
     keep = passes_all(scores, thresholds)
     kept_ids, kept_scores = ids_arr[keep], joint_keep_score(scores[keep])
     if order in ("random", "none"):

@@ -30,7 +30,10 @@ def joint_keep_score(columns: np.ndarray) -> np.ndarray:
 
     One criterion: its keep-scores unchanged (no ranking needed). NaN in any criterion -> NaN.
     """
-    columns = np.asarray(columns, dtype=np.float64).reshape(len(columns), -1)
+    columns = np.asarray(columns, dtype=np.float64)
+    if columns.size == 0:
+        return np.zeros(0)
+    columns = columns.reshape(len(columns), -1)
     if columns.shape[1] == 1:
         return columns[:, 0]
     return np.stack([pool_ranks(columns[:, c]) for c in range(columns.shape[1])], axis=1).min(axis=1)

@@ -78,7 +78,9 @@ def test_no_text_or_token_ids_leave_the_client(client) -> None:
         scored = kind in ("query.score", "train (scores inside)")
         assert set(content.config_records) == ({SKETCH_KEY} if scored else set()), kind
         for key, value in content.config_records.get(SKETCH_KEY, {}).items():
-            assert key in ("bins", "counts", "bad-counts") and all(type(v) is int for v in value), (kind, key)
+            criterion, field = key.split("/")  # one histogram per criterion of the default scorer
+            assert criterion in ("ira-sum", "loss") and field in ("bins", "counts", "bad-counts"), (kind, key)
+            assert all(type(v) is int for v in value), (kind, key)
         for record in content.array_records.values():
             assert set(record) == set(arrays), kind  # exactly the LoRA adapter tensors
             assert all(a.dtype == "float32" for a in record.values()), kind
@@ -98,8 +100,9 @@ def test_no_text_or_token_ids_leave_the_client(client) -> None:
     assert not late_reply.has_error() and SKETCH_KEY not in late_reply.content
     assert late_reply.content["metrics"]["pool"] > 0  # it did score and select
     for kind in ("query.score", "train (scores inside)"):  # every fresh score in one bin
-        counts = replies[kind].content[SKETCH_KEY]["counts"]
-        assert sum(counts) == replies["query.score"].content["metrics"]["count"] > 0, kind
+        for criterion in ("ira-sum", "loss"):
+            counts = replies[kind].content[SKETCH_KEY][f"{criterion}/counts"]
+            assert sum(counts) == replies["query.score"].content["metrics"]["count"] > 0, (kind, criterion)
 
 
 def test_nan_training_replies_an_error_not_weights(client) -> None:
