@@ -209,7 +209,7 @@ def test_real_client_app_clips_train_and_leaves_queries_alone(tiny_model_dir: Pa
     arrays = adapter_arrays(load_model_bundle(spec_from_config(parse_run_config(raw))).model)
     scored = deliver(context, "query.score", RecordDict({"arrays": arrays, "config": ConfigRecord(
         {"server-round": 1, "hierarchy": 1})}))
-    assert not scored.has_error() and scored.content["metrics"]["count"] > 0
+    assert not scored.has_error() and "count" not in scored.content["metrics"]  # the exact count is not sent
     config = {"server-round": 1, "hierarchy": 1, "rescore": True, "lr": 0.05, "lambda": [-math.inf, -math.inf]}
     refused = deliver(context, "train", RecordDict({"arrays": arrays, "config": ConfigRecord(config)}))
     assert refused.has_error() and refused.error.code == ErrorCode.MOD_FAILED_PRECONDITION

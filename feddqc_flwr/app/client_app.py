@@ -192,10 +192,9 @@ def score(msg: Message, context: Context) -> Message:
     seconds = _score_pool(setup, progress, int(config["hierarchy"]), context)
     save_progress(progress, context.state, store)
     sketch = _sketch(setup, progress)
-    # Under dp-histogram-epsilon the exact count would undo the noise: send the noisy one the sketch sums to.
-    count = sum(sketch[f"{setup.cfg.criteria[0]}/counts"]) if setup.cfg.dp_histogram_epsilon else \
-        int(np.isfinite(progress.score_matrix()).all(axis=1).sum())
-    metrics = {"count": int(count), "seconds": seconds, "setup-seconds": setup.seconds}
+    metrics = {"seconds": seconds, "setup-seconds": setup.seconds}
+    if not setup.cfg.dp_histogram_epsilon:  # the exact count would undo the noise: under DP it is not sent
+        metrics["count"] = int(np.isfinite(progress.score_matrix()).all(axis=1).sum())
     return Message(RecordDict({"metrics": MetricRecord(metrics), SKETCH_KEY: sketch}), reply_to=msg)
 
 

@@ -212,7 +212,8 @@ class FedDQCStrategy(Strategy):
             "arrays": cast_arrays(arrays, self.cfg.transport_dtype), "config": config}))
         stats = [r.content["metrics"] for r in replies]
         summary: dict[str, float] = {"clients": float(len(stats)),
-                                     "scored": float(sum(int(s["count"]) for s in stats)),
+                                     # no count under dp-histogram-epsilon: the noisy histogram's total stands in
+                                     "scored": float(sum(int(s.get("count", 0)) for s in stats)),
                                      "client-score-seconds": float(sum(float(s["seconds"]) for s in stats)),
                                      "client-setup-seconds": float(sum(float(s["setup-seconds"]) for s in stats)),
                                      # clients on separate hosts: the query phase lasts as long as the slowest
@@ -221,6 +222,9 @@ class FedDQCStrategy(Strategy):
                                                                      default=0.0)}
         summary.update(self._global_histogram(server_round, stage, [r.content[SKETCH_KEY] for r in replies],
                                               calibrate=True))
+        histogram = self.rounds[server_round].histogram
+        if self.cfg.dp_histogram_epsilon and histogram:
+            summary["scored"] = float(sum(histogram["counts"]))
         summary["seconds"] = time.perf_counter() - started
         return summary
 

@@ -110,7 +110,7 @@ def privacy_report(cfg: RunConfig, strategy: Strategy) -> dict[str, Any]:
     if cfg.dp_histogram_epsilon:
         criteria = len(cfg.criteria)
         report["protected"].append(
-            f"histogram counts and the score reply's row count: Laplace noise of scale "
+            f"histogram counts (the score reply sends no row count then): Laplace noise of scale "
             f"{criteria / cfg.dp_histogram_epsilon:g} per bin on each client ({criteria} histogram(s) share epsilon; "
             "epsilon-DP for adding/removing one row GIVEN the released bin range, per hierarchy start)")
     else:
