@@ -89,7 +89,7 @@ class ClientProgress:
             "dropped": self.dropped, "selected-stage": self.selected_stage,
             "scored-stage": self.scored_stage, "scored-ids": [int(i) for i in self.scored_ids],
             "scores": [float(s) for row in self.scores for s in row],
-            "score-columns": self.score_columns,
+            "score-columns": len(self.scores[0]) if self.scores else self.score_columns,
         }
 
     def save(self, state: RecordDict) -> None:
@@ -109,7 +109,8 @@ class ClientProgress:
 
     def score_matrix(self) -> np.ndarray:
         """(scored rows, criteria) keep-scores of the last scoring, in `scored_ids` order."""
-        return np.asarray(self.scores, dtype=np.float64).reshape(len(self.scored_ids), self.score_columns)
+        columns = len(self.scores[0]) if self.scores else self.score_columns
+        return np.asarray(self.scores, dtype=np.float64).reshape(len(self.scored_ids), columns)
 
 
 @dataclass(frozen=True)
