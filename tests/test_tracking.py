@@ -126,7 +126,7 @@ def test_mlflow_gets_every_round_and_the_verdict(tmp_path: Path, monkeypatch: py
     fake.end_run = lambda status: calls.update(ended=status)
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     run_dir, lines = _run(tmp_path, "mlflow")
-    assert calls["run_name"] == run_dir.name and calls["params"]["scorer"] == "loss"
+    assert calls["run_name"] == run_dir.name and calls["params"]["scorer"] == "ira-sum+loss"  # the default run config
     for (tag, step), value in _expected(lines).items():
         assert calls["metrics"][step][tag] == value, (tag, step)
     assert calls["metrics"][None]["verdict/h2/dropped"] == 3
